@@ -1,0 +1,201 @@
+"""PostgreSQL access for the pipeline operators (psycopg 3). The hook owns all I/O; operators orchestrate.
+
+Data moves between databases only as binary COPY streams; nothing is materialised row by row in Python.
+The connection password is never logged and is scrubbed from every error this module raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg import sql
+
+from dag_factory.exceptions import DagFactoryError
+
+log = logging.getLogger(__name__)
+
+# libpq options that may be given in the Airflow connection's extra (anything else there is ignored).
+_LIBPQ_EXTRAS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name")
+
+# Domains are replaced by their base type and enums by text: both are binary-COPY compatible with those,
+# and neither exists in another database, so a staged copy must not refer to them.
+_COLUMNS_SQL = """
+SELECT a.attname,
+       CASE t.typtype WHEN 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                      WHEN 'e' THEN 'text'
+                      ELSE format_type(a.atttypid, a.atttypmod) END
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+Table = str | tuple[str, str]
+Columns = list[tuple[str, str]]
+
+
+def split_table(table: Table) -> tuple[str, str]:
+    """`schema.table` -> (schema, table); a bare name lives in `public`. Splits on the first dot only."""
+    if isinstance(table, tuple):
+        return table
+    schema, dot, name = table.partition(".")
+    return (schema, name) if dot else ("public", schema)
+
+
+def table_ident(table: Table) -> sql.Identifier:
+    return sql.Identifier(*split_table(table))
+
+
+def column_list(names: list[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
+
+
+class PgSession:
+    """One transaction on one connection, with the few statements the operators need."""
+
+    def __init__(self, cur: psycopg.Cursor):
+        self.cur = cur
+
+    def execute(self, statement: sql.Composable, params: Any = None) -> int:
+        self.cur.execute(statement, params)
+        return self.cur.rowcount
+
+    def columns(self, table: Table) -> Columns:
+        self.cur.execute(_COLUMNS_SQL, split_table(table))
+        return [(name, type_sql) for name, type_sql in self.cur.fetchall()]
+
+    def require_columns(self, table: Table, where: str) -> Columns:
+        cols = self.columns(table)
+        if not cols:
+            schema, name = split_table(table)
+            raise DagFactoryError(f"table {schema}.{name} not found (or has no columns) in {where}")
+        return cols
+
+    def exists(self, table: Table) -> bool:
+        return bool(self.columns(table))
+
+    def ensure_schema(self, schema: str) -> None:
+        # Concurrent `CREATE SCHEMA IF NOT EXISTS` can still fail on pg_namespace's unique index; the
+        # transaction-scoped advisory lock serialises creators (tasks run in parallel) until commit.
+        self.cur.execute("SELECT pg_advisory_xact_lock(hashtext('dag_factory:' || %s))", (schema,))
+        self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+    def create_table(self, table: Table, columns: Columns, *, replace: bool = False) -> None:
+        """Create `table` with `columns`; replace=True drops it first (so retries start clean)."""
+        ident = table_ident(table)
+        if replace:
+            self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+        defs = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns)
+        exists = sql.SQL("") if replace else sql.SQL("IF NOT EXISTS ")
+        self.execute(sql.SQL("CREATE TABLE {}{} ({})").format(exists, ident, defs))
+
+
+class PostgresHook:
+    """psycopg 3 access to the database of one Airflow connection (conn.schema is the database name)."""
+
+    def __init__(self, conn_id: str):
+        self.conn_id = conn_id
+        self._connection: Any = None
+
+    def _airflow_connection(self) -> Any:
+        if self._connection is None:
+            from airflow.sdk import BaseHook  # lazy: keeps this module importable without Airflow set up
+
+            self._connection = BaseHook.get_connection(self.conn_id)
+        return self._connection
+
+    def _password(self) -> str | None:
+        return self._airflow_connection().password
+
+    def _extras(self) -> dict[str, Any]:
+        extra = self._airflow_connection().extra_dejson or {}
+        return {k: extra[k] for k in _LIBPQ_EXTRAS if extra.get(k) not in (None, "")}
+
+    def get_conn(self) -> psycopg.Connection:
+        c = self._airflow_connection()
+        params = dict(host=c.host, port=c.port or 5432, user=c.login, password=c.password, dbname=c.schema)
+        params = {k: v for k, v in params.items() if v} | self._extras()
+        try:
+            return psycopg.connect(**params, autocommit=False)
+        except psycopg.Error as exc:
+            msg = scrub(str(exc), c.password)
+            raise psycopg.OperationalError(f"cannot connect with conn_id {self.conn_id!r}: {msg}") from None
+
+    def sqlalchemy_url(self) -> str:
+        """`postgresql+psycopg://...` with the password in clear text: pass it on, never log it."""
+        c = self._airflow_connection()
+        auth = quote(c.login or "", safe="")
+        if c.password:
+            auth += ":" + quote(c.password, safe="")
+        query = urlencode(self._extras())
+        url = f"postgresql+psycopg://{auth}@{c.host or 'localhost'}:{c.port or 5432}/{quote(c.schema or '')}"
+        return url + (f"?{query}" if query else "")
+
+    def scrub(self, text: str) -> str:
+        """`text` without this connection's password (for messages of errors raised by other libraries)."""
+        return scrub(text, self._password())
+
+    @contextmanager
+    def session(self, *, read_only: bool = False) -> Iterator[PgSession]:
+        """One transaction: committed when the block ends normally, rolled back on error."""
+        with self.get_conn() as conn:
+            conn.read_only = read_only
+            with conn.cursor() as cur:
+                yield PgSession(cur)
+
+    def run(self, *statements: sql.Composable) -> int:
+        """Run statements in one transaction; returns the row count of the last one."""
+        rows = -1
+        with self.session() as s:
+            for statement in statements:
+                rows = s.execute(statement)
+        return rows
+
+    def columns(self, table: Table) -> Columns:
+        """[(name, type_sql)] of a table or view in attnum order; [] if it does not exist."""
+        with self.session(read_only=True) as s:
+            return s.columns(table)
+
+    def require_columns(self, table: Table) -> Columns:
+        """Like columns(), but a missing table is an error naming it and this connection."""
+        with self.session(read_only=True) as s:
+            return s.require_columns(table, f"connection {self.conn_id}")
+
+    def ensure_schema(self, schema: str) -> None:
+        with self.session() as s:
+            s.ensure_schema(schema)
+
+    def copy_query_to(
+        self, query: sql.Composable, dest: PostgresHook, dest_table: Table, *, create: Columns | None = None
+    ) -> int:
+        """Stream `query`'s rows into `dest_table` of `dest` as binary COPY; returns the rows copied.
+
+        With `create`, the destination table is (re)created with those columns in the same destination
+        transaction, so a failed or retried copy never leaves partial data behind.
+        """
+        copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+        copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(table_ident(dest_table))
+        with self.session(read_only=True) as src, dest.session() as dst:
+            if create is not None:
+                dst.create_table(dest_table, create, replace=True)
+            with src.cur.copy(copy_out) as out, dst.cur.copy(copy_in) as into:
+                for block in out:
+                    into.write(block)
+            rows = dst.cur.rowcount
+        dest_name = ".".join(split_table(dest_table))
+        log.info("copied %s rows from %s into %s on %s", rows, self.conn_id, dest_name, dest.conn_id)
+        return rows

@@ -1,0 +1,1 @@
+"""Pipeline Service: REST API over Apache Airflow 3. Imports dag_factory.spec, never airflow."""

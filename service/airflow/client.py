@@ -1,0 +1,170 @@
+"""Typed client for Airflow 3's REST API (/api/v2), with its failures mapped to service errors.
+
+Authentication: Airflow's simple auth manager issues a JWT from POST /auth/token; the client fetches one
+lazily and once more when Airflow answers 401 (tokens expire, Airflow restarts with a new secret).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from service.errors import AirflowUnavailable, NotFound, UpstreamError
+
+
+class AirflowNotFound(NotFound):
+    code = "airflow_not_found"
+
+
+class AirflowConflict(UpstreamError):
+    status_code = 409
+    code = "airflow_conflict"
+
+
+class AirflowClient:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: Callable[[], str | None],
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _login(self) -> str:
+        password = self._password()
+        if not password:
+            raise AirflowUnavailable("Airflow credentials are not available yet (is Airflow started?)")
+        try:
+            resp = self._http.post("/auth/token", json={"username": self._username, "password": password})
+        except httpx.HTTPError as exc:
+            raise AirflowUnavailable(f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}") from None
+        if resp.status_code not in (200, 201):
+            raise UpstreamError(f"Airflow rejected the service's login (HTTP {resp.status_code})")
+        return str(resp.json()["access_token"])
+
+    def _auth_header(self, refresh: bool = False) -> dict[str, str]:
+        with self._lock:
+            if refresh or self._token is None:
+                self._token = self._login()
+            return {"Authorization": f"Bearer {self._token}"}
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in (0, 1):
+            headers = {**kwargs.pop("headers", {}), **self._auth_header(refresh=attempt == 1)}
+            try:
+                resp = self._http.request(method, "/api/v2" + path, headers=headers, **kwargs)
+            except httpx.HTTPError as exc:
+                raise AirflowUnavailable(
+                    f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}"
+                ) from None
+            if resp.status_code != 401:
+                break
+            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+        if resp.status_code == 404:
+            raise AirflowNotFound(f"not found in Airflow: {path}")
+        if resp.status_code == 409:
+            raise AirflowConflict(f"conflict in Airflow: {path}")
+        if resp.status_code >= 400:
+            raise UpstreamError(f"Airflow answered HTTP {resp.status_code} to {method} {path}: {resp.text[:300]}")
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.request(method, path, **kwargs)
+        return resp.json() if resp.content else None
+
+    # -- health -----------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        try:
+            resp = self._http.get("/api/v2/monitor/health", timeout=3.0)
+        except httpx.HTTPError as exc:
+            raise AirflowUnavailable(f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}") from None
+        return dict(resp.json())
+
+    # -- DAGs ---------------------------------------------------------------------------------------
+    def get_dag(self, dag_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/dags/{dag_id}"))
+
+    def find_dag(self, dag_id: str) -> dict[str, Any] | None:
+        try:
+            return self.get_dag(dag_id)
+        except AirflowNotFound:
+            return None
+
+    def list_dags(self, *, dag_id_pattern: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        params = {"dag_id_pattern": dag_id_pattern, "limit": limit, "offset": offset, "order_by": "dag_id"}
+        return dict(self._json("GET", "/dags", params=params))
+
+    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
+        return dict(self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": paused}))
+
+    def delete_dag(self, dag_id: str) -> None:
+        try:
+            self.request("DELETE", f"/dags/{dag_id}")
+        except AirflowNotFound:
+            pass
+
+    def reparse(self, file_token: str) -> None:
+        """Ask the dag-processor to re-read the bundle now instead of at its next scan."""
+        self.request("PUT", f"/parseDagFile/{file_token}")
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        data = self._json("GET", "/importErrors", params={"limit": 1000})
+        return list(data.get("import_errors", []))
+
+    # -- runs ---------------------------------------------------------------------------------------
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        if note:
+            body["note"] = note
+        return dict(self._json("POST", f"/dags/{dag_id}/dagRuns", json=body))
+
+    def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def list_runs(self, dag_id: str, limit: int = 25, offset: int = 0) -> dict[str, Any]:
+        params = {"limit": limit, "offset": offset, "order_by": "-run_after"}
+        return dict(self._json("GET", f"/dags/{dag_id}/dagRuns", params=params))
+
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
+        return dict(self._json("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        return list(data.get("task_instances", []))
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[dict[str, Any]]:
+        data = self._json(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        content = data.get("content", []) if isinstance(data, dict) else []
+        return [e if isinstance(e, dict) else {"event": str(e)} for e in content]
+
+    # -- connections --------------------------------------------------------------------------------
+    def upsert_connection(self, conn: dict[str, Any]) -> None:
+        try:
+            self.request("PATCH", f"/connections/{conn['connection_id']}", json=conn)
+        except AirflowNotFound:
+            self.request("POST", "/connections", json=conn)
+
+    def delete_connection(self, conn_id: str) -> None:
+        try:
+            self.request("DELETE", f"/connections/{conn_id}")
+        except AirflowNotFound:
+            pass

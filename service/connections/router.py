@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from service.auth import CurrentPrincipal
+from service.connections import repository, service
+from service.connections.schemas import ConnectionIn, ConnectionOut
+from service.db import DbSession
+from service.deps import Airflow, VaultDep
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/pipelines/connections", tags=["connections"])
+
+
+@router.post("", status_code=201, response_model=ConnectionOut, response_model_by_alias=True)
+def create_connection(
+    body: ConnectionIn, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, vault: VaultDep
+) -> ConnectionOut:
+    return service.to_out(service.create(session, principal, body, airflow, vault))
+
+
+@router.get("", response_model=Page[ConnectionOut], response_model_by_alias=True)
+def list_connections(
+    principal: CurrentPrincipal,
+    session: DbSession,
+    page: Annotated[int, Query(ge=0)] = 0,
+    size: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> Page[ConnectionOut]:
+    rows = repository.list_all(session, principal.tenant_id)
+    items = [service.to_out(c) for c in rows[page * size : (page + 1) * size]]
+    return Page[ConnectionOut](items=items, total=len(rows), page=page, size=size)
+
+
+@router.get("/{connection_id}", response_model=ConnectionOut, response_model_by_alias=True)
+def get_connection(connection_id: str, principal: CurrentPrincipal, session: DbSession) -> ConnectionOut:
+    return service.to_out(service.get_or_404(session, principal.tenant_id, connection_id))
+
+
+@router.delete("/{connection_id}", status_code=204)
+def delete_connection(connection_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow) -> Response:
+    service.delete(session, principal, connection_id, airflow)
+    return Response(status_code=204)

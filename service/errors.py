@@ -1,0 +1,98 @@
+"""Typed domain errors and the one handler that renders them as {"error": {code, message, details}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dag_factory.spec import json_path
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+class ValidationFailed(ServiceError):
+    status_code = 400
+    code = "validation_error"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+
+
+class AirflowUnavailable(ServiceError):
+    status_code = 503
+    code = "airflow_unavailable"
+
+
+class UpstreamError(ServiceError):
+    status_code = 502
+    code = "airflow_error"
+
+
+def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    details = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        details.append({"path": json_path(loc), "message": err.get("msg", "invalid")})
+    first = details[0] if details else {"path": "", "message": "invalid request"}
+    message = f"{first['path'] or 'body'}: {first['message']}"
+    return JSONResponse(status_code=400, content=_body("validation_error", message, details))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code, content=_body(exc.code, exc.message, exc.details), headers=exc.headers
+        )
+
+    app.add_exception_handler(RequestValidationError, _request_validation)  # type: ignore[arg-type]
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(status_code=exc.status_code, content=_body(code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The message is not echoed: it could carry internals; the log has the traceback.
+        log.exception("unhandled error")
+        return JSONResponse(status_code=500, content=_body("internal_error", "internal error"))

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, utcnow
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # also the Airflow dag_run_id
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
+    pipeline_revision: Mapped[int] = mapped_column(Integer)
+    dag_id: Mapped[str] = mapped_column(String(250))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    engine: Mapped[str] = mapped_column(String(20), default="airflow")
+    priority: Mapped[str] = mapped_column(String(10), default="NORMAL")
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Outbox: the execution is stored first; `submitted` flips once Airflow has the run.
+    submitted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_submit_error: Mapped[str | None] = mapped_column(Text)
+    airflow_state: Mapped[str | None] = mapped_column(String(20))
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,93 @@
+"""The FastAPI application: wiring of settings, database, Airflow client and background workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from sqlalchemy import text
+from sqlalchemy.orm import sessionmaker
+
+from service.airflow.client import AirflowClient
+from service.config import Settings, get_settings
+from service.connections.router import router as connections_router
+from service.db import make_engine, migrate
+from service.errors import ServiceError, install_error_handlers
+from service.executions.router import router as executions_router
+from service.pipelines import dagfile
+from service.pipelines.publisher import Publisher
+from service.pipelines.router import router as pipelines_router
+from service.secrets import Vault
+from service.workers import make_workers
+
+log = logging.getLogger("service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate(settings.sqlalchemy_url)
+        dagfile.ensure_sentinel(settings.dags_dir)
+        workers = make_workers(app.state.publisher, app.state.sessions, app.state.airflow, settings.background_interval_seconds)
+        app.state.workers = workers
+        if settings.background_tasks:
+            for w in workers:
+                w.start()
+        yield
+        for w in workers:
+            if settings.background_tasks:
+                w.stop()
+        app.state.airflow.close()
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Pipeline Service",
+        version="0.1.0",
+        description="Data pipelines defined in JSON, run by Apache Airflow 3.",
+        lifespan=lifespan,
+    )
+    engine = make_engine(settings.sqlalchemy_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+    app.state.jwt_secret = settings.resolved_jwt_secret()
+    app.state.vault = Vault(settings.resolved_encryption_key())
+    app.state.airflow = AirflowClient(
+        settings.airflow_url or "", settings.airflow_username, settings.resolved_airflow_password
+    )
+    app.state.publisher = Publisher(settings, app.state.airflow, app.state.sessions)
+    app.state.workers = []
+
+    def wake_workers() -> None:
+        for w in app.state.workers:
+            w.wake.set()
+
+    app.state.wake_workers = wake_workers
+    app.state.publisher.on_published = wake_workers
+    install_error_handlers(app)
+    # Fixed paths first: /v1/pipelines/{pipelineId} would otherwise swallow /v1/pipelines/connections.
+    app.include_router(connections_router)
+    app.include_router(executions_router)
+    app.include_router(pipelines_router)
+
+    @app.get("/health", tags=["health"])
+    def health(request: Request) -> dict[str, Any]:
+        db: dict[str, Any] = {"status": "up"}
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
+            db = {"status": "down", "error": type(exc).__name__}
+        try:
+            airflow: dict[str, Any] = {"status": "up", "url": settings.airflow_url, **request.app.state.airflow.health()}
+        except ServiceError as exc:
+            airflow = {"status": "down", "url": settings.airflow_url, "error": exc.message}
+        ok = db["status"] == "up" and airflow["status"] == "up"
+        return {"status": "ok" if ok else "degraded", "database": db, "airflow": airflow}
+
+    return app

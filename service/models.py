@@ -1,0 +1,8 @@
+"""Every table, for Alembic's metadata."""
+
+from service.connections.models import Connection
+from service.db import Base
+from service.executions.models import Execution
+from service.pipelines.models import Pipeline, PipelineVersion
+
+__all__ = ["Base", "Connection", "Execution", "Pipeline", "PipelineVersion"]

@@ -1,0 +1,176 @@
+"""Publishing: pipeline row -> DAG file -> Airflow parses it now -> unpaused -> ACTIVE (or INVALID).
+
+Runs in the background worker, never inside a request: a request stores the pipeline as CREATED and
+returns; the worker claims it (CREATED -> DEPLOYING, a conditional UPDATE, so replicas never publish the
+same revision twice) and reports the outcome on the row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import naming
+from service.airflow.client import AirflowClient
+from service.config import Settings
+from service.connections import repository as connection_repo
+from service.db import session_scope, utcnow
+from service.errors import AirflowUnavailable, ServiceError
+from service.pipelines import dagfile, repository
+from service.pipelines.models import Pipeline
+from service.pipelines.service import ACTIVE, CREATED, DEPLOYING, INVALID
+
+log = logging.getLogger(__name__)
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+class Publisher:
+    def __init__(self, settings: Settings, airflow: AirflowClient, sessions: sessionmaker[Session]):
+        self.settings = settings
+        self.airflow = airflow
+        self.sessions = sessions
+        self.dags_dir = Path(settings.dags_dir)
+        self.on_published: Callable[[], None] = lambda: None
+
+    def path_for(self, dag_id: str) -> Path:
+        return self.dags_dir / naming.dag_file_name(dag_id)
+
+    # -- claiming -----------------------------------------------------------------------------------
+    def run_pending(self) -> int:
+        """Publish every pipeline waiting for it; returns how many were attempted."""
+        stale = utcnow() - timedelta(seconds=self.settings.publish_timeout_seconds * 2)
+        with session_scope(self.sessions) as s:
+            candidates = s.execute(
+                select(Pipeline.id, Pipeline.revision).where(
+                    or_(Pipeline.status == CREATED, (Pipeline.status == DEPLOYING) & (Pipeline.updated_at < stale))
+                )
+            ).all()
+        done = 0
+        for pipeline_id, revision in candidates:
+            if self._claim(pipeline_id, revision):
+                self.publish(pipeline_id, revision)
+                done += 1
+        return done
+
+    def _claim(self, pipeline_id: str, revision: int) -> bool:
+        stale = utcnow() - timedelta(seconds=self.settings.publish_timeout_seconds * 2)
+        with session_scope(self.sessions) as s:
+            result = s.execute(
+                update(Pipeline)
+                .where(
+                    Pipeline.id == pipeline_id,
+                    Pipeline.revision == revision,
+                    or_(Pipeline.status == CREATED, (Pipeline.status == DEPLOYING) & (Pipeline.updated_at < stale)),
+                )
+                .values(status=DEPLOYING, status_detail=None, updated_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    def _finish(self, pipeline_id: str, revision: int, status: str, detail: str | None) -> None:
+        values: dict[str, Any] = {"status": status, "status_detail": detail, "updated_at": utcnow()}
+        if status == ACTIVE:
+            values["deployed_at"] = utcnow()
+        with session_scope(self.sessions) as s:
+            # Only the revision we published: a newer update stays CREATED and is published next.
+            s.execute(
+                update(Pipeline)
+                .where(Pipeline.id == pipeline_id, Pipeline.revision == revision, Pipeline.status == DEPLOYING)
+                .values(**values)
+            )
+
+    # -- publishing ---------------------------------------------------------------------------------
+    def _config(self, s: Session, pipeline: Pipeline) -> dict[str, Any]:
+        definition = repository.current_version(s, pipeline).definition
+        conn_ids = {c.name: c.airflow_conn_id for c in connection_repo.list_all(s, pipeline.tenant_id)}
+        used = {n: conn_ids[n] for n in _connection_names(definition) if n in conn_ids}
+        return {
+            "dag_id": pipeline.dag_id,
+            "definition": definition,
+            "connections": used,
+            "description": pipeline.description,
+            "owner": pipeline.created_by or "pipeline-service",
+            "tags": [f"tenant:{pipeline.tenant_id}", f"pipeline:{pipeline.name}", *pipeline.tags][:20],
+        }
+
+    def publish(self, pipeline_id: str, revision: int) -> None:
+        with session_scope(self.sessions) as s:
+            pipeline = s.get(Pipeline, pipeline_id)
+            if pipeline is None:
+                return
+            dag_id, tenant = pipeline.dag_id, pipeline.tenant_id
+            text = dagfile.render(pipeline_id=pipeline.id, tenant=tenant, config=self._config(s, pipeline))
+        written_at = utcnow()
+        dagfile.write_atomic(self.path_for(dag_id), text)
+        try:
+            status, detail = self._wait_for_airflow(dag_id, written_at)
+            if status == ACTIVE:
+                self.airflow.set_paused(dag_id, False)
+        except AirflowUnavailable as exc:
+            # Stay publishable: the worker tries again when Airflow answers.
+            log.warning("publishing %s postponed: %s", dag_id, exc.message)
+            status, detail = CREATED, f"waiting for Airflow: {exc.message}"
+        except ServiceError as exc:
+            status, detail = INVALID, exc.message
+        log.info("pipeline %s (%s) revision %s -> %s", pipeline_id, dag_id, revision, status)
+        self._finish(pipeline_id, revision, status, detail)
+        if status == ACTIVE:
+            self.on_published()  # queued executions of this pipeline can go now
+
+    def _wait_for_airflow(self, dag_id: str, written_at: datetime) -> tuple[str, str | None]:
+        file_name = naming.dag_file_name(dag_id)
+        deadline = time.monotonic() + self.settings.publish_timeout_seconds
+        next_reparse = 0.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_reparse:
+                self._request_parse(dag_id)
+                next_reparse = time.monotonic() + 5.0
+            dag = self.airflow.find_dag(dag_id)
+            parsed = _ts(dag.get("last_parsed_time")) if dag else None
+            error = self._import_error(file_name, written_at)
+            if error is not None:
+                return INVALID, error
+            if dag and parsed and parsed >= written_at and not dag.get("has_import_errors"):
+                return ACTIVE, None
+            time.sleep(0.25)
+        return INVALID, f"Airflow did not load the DAG within {self.settings.publish_timeout_seconds:.0f} s"
+
+    def _request_parse(self, dag_id: str) -> None:
+        """Ask for a rescan through any DAG of the bundle: the pipeline's own, or the sentinel."""
+        for candidate in (dag_id, naming.SENTINEL_DAG_ID):
+            dag = self.airflow.find_dag(candidate)
+            if dag and dag.get("file_token"):
+                self.airflow.reparse(dag["file_token"])
+                return
+
+    def _import_error(self, file_name: str, since: datetime) -> str | None:
+        for err in self.airflow.import_errors():
+            filename = str(err.get("filename") or "")
+            stamp = _ts(err.get("timestamp"))
+            if filename.endswith(file_name) and stamp and stamp >= since:
+                return str(err.get("stack_trace") or "import error")[-4000:]
+        return None
+
+    # -- removal ------------------------------------------------------------------------------------
+    def remove(self, dag_id: str) -> None:
+        self.path_for(dag_id).unlink(missing_ok=True)
+        try:
+            self.airflow.delete_dag(dag_id)
+        except ServiceError as exc:
+            # The file is gone, so Airflow marks the DAG stale at its next scan anyway.
+            log.warning("could not delete DAG %s in Airflow: %s", dag_id, exc.message)
+
+
+def _connection_names(definition: dict[str, Any]) -> set[str]:
+    names = {item.get("connection") for group in ("sources", "sinks") for item in definition.get(group, {}).values()}
+    names.add(definition.get("orchestration", {}).get("staging_connection"))
+    return {n for n in names if n}

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from service.auth import CurrentPrincipal
+from service.db import DbSession, run_after_commit
+from service.errors import NotFound, ValidationFailed
+from service.pipelines import repository, service
+from service.pipelines.schemas import PipelineIn, PipelineOut, PipelineVersionOut
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+
+@router.post("", status_code=201, response_model=PipelineOut, response_model_by_alias=True)
+def create_pipeline(body: PipelineIn, principal: CurrentPrincipal, session: DbSession, request: Request) -> PipelineOut:
+    pipeline = service.create(session, principal, body)
+    run_after_commit(session, request.app.state.wake_workers)
+    return service.to_out(session, pipeline)
+
+
+@router.get("", response_model=Page[PipelineOut], response_model_by_alias=True, response_model_exclude_none=False)
+def list_pipelines(
+    principal: CurrentPrincipal,
+    session: DbSession,
+    tags: Annotated[str | None, Query(description="comma-separated; a pipeline must carry all of them")] = None,
+    status: Annotated[str | None, Query()] = None,
+    page: Annotated[int, Query(ge=0)] = 0,
+    size: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> Page[PipelineOut]:
+    if status is not None and status not in service.STATUSES:
+        raise ValidationFailed(
+            f"status must be one of {', '.join(service.STATUSES)}", details=[{"path": "status", "message": "unknown status"}]
+        )
+    wanted = [t.strip() for t in (tags or "").split(",") if t.strip()]
+    rows, total = repository.list_page(
+        session, principal.tenant_id, status=status, tags=wanted, offset=page * size, limit=size
+    )
+    items = [service.to_out(session, p, with_definition=False) for p in rows]
+    return Page[PipelineOut](items=items, total=total, page=page, size=size)
+
+
+@router.get("/{pipeline_id}", response_model=PipelineOut, response_model_by_alias=True)
+def get_pipeline(pipeline_id: str, principal: CurrentPrincipal, session: DbSession) -> PipelineOut:
+    return service.to_out(session, service.get_or_404(session, principal.tenant_id, pipeline_id))
+
+
+@router.put("/{pipeline_id}", response_model=PipelineOut, response_model_by_alias=True)
+def update_pipeline(
+    pipeline_id: str, body: PipelineIn, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> PipelineOut:
+    pipeline = service.update(session, principal, pipeline_id, body)
+    run_after_commit(session, request.app.state.wake_workers)
+    return service.to_out(session, pipeline)
+
+
+@router.delete("/{pipeline_id}", status_code=204)
+def delete_pipeline(pipeline_id: str, principal: CurrentPrincipal, session: DbSession, request: Request) -> Response:
+    pipeline = service.get_or_404(session, principal.tenant_id, pipeline_id)
+    dag_id = pipeline.dag_id
+    session.delete(pipeline)
+    session.flush()
+    # The DAG file goes only once the row is really gone.
+    run_after_commit(session, lambda: request.app.state.publisher.remove(dag_id))
+    return Response(status_code=204)
+
+
+@router.get("/{pipeline_id}/versions", response_model=list[PipelineVersionOut], response_model_by_alias=True)
+def list_versions(pipeline_id: str, principal: CurrentPrincipal, session: DbSession) -> list[PipelineVersionOut]:
+    pipeline = service.get_or_404(session, principal.tenant_id, pipeline_id)
+    return [PipelineVersionOut.model_validate(v) for v in repository.versions(session, pipeline.id)]
+
+
+@router.get("/{pipeline_id}/versions/{revision}", response_model=PipelineVersionOut, response_model_by_alias=True)
+def get_version(pipeline_id: str, revision: int, principal: CurrentPrincipal, session: DbSession) -> PipelineVersionOut:
+    pipeline = service.get_or_404(session, principal.tenant_id, pipeline_id)
+    version = repository.version(session, pipeline.id, revision)
+    if version is None:
+        raise NotFound(f"pipeline '{pipeline_id}' has no revision {revision}")
+    return PipelineVersionOut.model_validate(version)

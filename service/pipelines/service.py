@@ -1,0 +1,128 @@
+"""Pipelines: stored definitions (every revision kept) that the publisher turns into Airflow DAGs."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from dag_factory.exceptions import DefinitionError
+from dag_factory.spec import PipelineDefinition, validate_definition
+from service import naming
+from service.auth import Principal
+from service.connections import repository as connection_repo
+from service.errors import Conflict, NotFound, ValidationFailed
+from service.pipelines import repository
+from service.pipelines.models import Pipeline, PipelineVersion
+from service.pipelines.schemas import PipelineIn, PipelineOut
+
+# CREATED: stored, waiting for the publisher. DEPLOYING: file written, Airflow parsing it.
+# ACTIVE: Airflow serves the DAG. INVALID: Airflow (or the service) could not load it; see statusDetail.
+CREATED, DEPLOYING, ACTIVE, INVALID = "CREATED", "DEPLOYING", "ACTIVE", "INVALID"
+STATUSES = (CREATED, DEPLOYING, ACTIVE, INVALID)
+
+
+def parse_definition(data: dict[str, Any]) -> PipelineDefinition:
+    try:
+        return validate_definition(data)
+    except DefinitionError as exc:
+        details = [{"path": f"definition.{e['path']}" if e["path"] else "definition", "message": e["message"]}
+                   for e in exc.errors]
+        raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details) from None
+
+
+def _check_connections(session: Session, tenant_id: str, definition: PipelineDefinition) -> None:
+    known = {c.name for c in connection_repo.list_all(session, tenant_id)}
+    details = []
+    for group in ("sources", "sinks"):
+        for name, item in getattr(definition, group).items():
+            if item.connection not in known:
+                details.append({"path": f"definition.{group}.{name}.connection",
+                                "message": f"unknown connection '{item.connection}' (create it with POST /v1/pipelines/connections)"})
+    staging = definition.orchestration.staging_connection
+    if staging and staging not in known:
+        details.append({"path": "definition.orchestration.staging_connection", "message": f"unknown connection '{staging}'"})
+    if details:
+        raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
+
+
+def get_or_404(session: Session, tenant_id: str, pipeline_id: str) -> Pipeline:
+    pipeline = repository.get(session, tenant_id, pipeline_id)
+    if pipeline is None:
+        raise NotFound(f"pipeline '{pipeline_id}' not found")
+    return pipeline
+
+
+def _add_version(pipeline: Pipeline, body: PipelineIn, revision: int, actor: str) -> None:
+    pipeline.versions.append(
+        PipelineVersion(
+            revision=revision,
+            version=body.version,
+            description=body.description,
+            tags=list(body.tags),
+            definition=body.definition,
+            created_by=actor,
+        )
+    )
+
+
+def create(session: Session, principal: Principal, body: PipelineIn) -> Pipeline:
+    definition = parse_definition(body.definition)
+    _check_connections(session, principal.tenant_id, definition)
+    if repository.by_name(session, principal.tenant_id, body.name):
+        raise Conflict(f"a pipeline named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}])
+    pipeline = Pipeline(
+        id="pl-" + uuid.uuid4().hex[:20],
+        tenant_id=principal.tenant_id,
+        name=body.name,
+        dag_id=naming.dag_id(principal.tenant_id, body.name),
+        description=body.description,
+        tags=list(body.tags),
+        version=body.version,
+        revision=1,
+        status=CREATED,
+        created_by=principal.subject,
+    )
+    _add_version(pipeline, body, 1, principal.subject)
+    session.add(pipeline)
+    session.flush()
+    return pipeline
+
+
+def update(session: Session, principal: Principal, pipeline_id: str, body: PipelineIn) -> Pipeline:
+    pipeline = get_or_404(session, principal.tenant_id, pipeline_id)
+    if body.name != pipeline.name:
+        # The Airflow DAG id (and so the run history in Airflow) is derived from the name at creation.
+        raise ValidationFailed("a pipeline cannot be renamed", details=[{"path": "name", "message": f"must stay '{pipeline.name}'"}])
+    definition = parse_definition(body.definition)
+    _check_connections(session, principal.tenant_id, definition)
+    pipeline.revision += 1
+    _add_version(pipeline, body, pipeline.revision, principal.subject)
+    pipeline.version = body.version
+    pipeline.description = body.description
+    pipeline.tags = list(body.tags)
+    pipeline.status = CREATED
+    pipeline.status_detail = None
+    session.flush()
+    return pipeline
+
+
+def to_out(session: Session, pipeline: Pipeline, with_definition: bool = True) -> PipelineOut:
+    out = PipelineOut(
+        pipeline_id=pipeline.id,
+        name=pipeline.name,
+        version=pipeline.version,
+        revision=pipeline.revision,
+        description=pipeline.description,
+        tags=pipeline.tags,
+        status=pipeline.status,
+        status_detail=pipeline.status_detail,
+        dag_id=pipeline.dag_id,
+        created_at=pipeline.created_at,
+        updated_at=pipeline.updated_at,
+        deployed_at=pipeline.deployed_at,
+    )
+    if with_definition:
+        out.definition = repository.current_version(session, pipeline).definition
+    return out

@@ -1,0 +1,137 @@
+"""Runs a local Apache Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor) as child
+processes. Used by `make up` and by the end-to-end test harness, so both run Airflow the same way.
+
+Never imports airflow: it only spawns the `airflow` command of the active virtual environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _persisted(path: Path, make) -> str:  # type: ignore[no-untyped-def]
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+class AirflowStack:
+    def __init__(self, home: Path, port: int, dags_dir: Path, database_url: str | None = None):
+        self.home = Path(home).resolve()
+        self.port = port
+        self.dags_dir = Path(dags_dir).resolve()
+        self.database_url = database_url or f"sqlite:///{self.home / 'airflow.db'}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.url = f"http://127.0.0.1:{port}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.home / "simple_auth_manager_passwords.json.generated"
+
+    def _secrets(self) -> dict[str, str]:
+        from cryptography.fernet import Fernet
+
+        s = self.home / "secrets"
+        return {
+            "AIRFLOW__CORE__FERNET_KEY": _persisted(s / "fernet_key", lambda: Fernet.generate_key().decode()),
+            "AIRFLOW__API_AUTH__JWT_SECRET": _persisted(s / "jwt_secret", lambda: secrets.token_urlsafe(32)),
+            "AIRFLOW__API__SECRET_KEY": _persisted(s / "api_secret", lambda: secrets.token_urlsafe(32)),
+        }
+
+    def env(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            **os.environ,
+            # `airflow` spawns `airflow ...` subprocesses: this venv's bin must come first on PATH.
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.url + "/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": self.url + "/execution/",
+            # New files are pushed through PUT /parseDagFile; this is only the fallback scan.
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+            "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+            "TQDM_DISABLE": "1",
+            **self._secrets(),
+        }
+        return env
+
+    def _ensure_password(self) -> None:
+        # Airflow's simple auth manager keeps generated passwords in this file and reuses it when present.
+        if not self.password_file.exists():
+            self.password_file.write_text(json.dumps({"admin": secrets.token_urlsafe(18)}))
+            self.password_file.chmod(0o600)
+
+    def password(self) -> str:
+        return str(json.loads(self.password_file.read_text())["admin"])
+
+    def migrate(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
+        self._ensure_password()
+        log = open(self.home / "logs" / "db-migrate.log", "ab")
+        subprocess.run(["airflow", "db", "migrate"], env=self.env(), check=True, stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self) -> None:
+        env = self.env()
+        for name in COMPONENTS:
+            log = open(self.home / "logs" / f"{name}.log", "ab")
+            cmd = ["airflow", name] + (["--port", str(self.port)] if name == "api-server" else [])
+            self.procs[name] = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def healthy(self) -> bool:
+        try:
+            health = httpx.get(self.url + "/api/v2/monitor/health", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited ({proc.returncode}); see {self.home}/logs/{name}.log")
+            if self.healthy():
+                return
+            time.sleep(1)
+        raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f} s; logs in {self.home}/logs")
+
+    def stop_component(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.stop_component(name)
