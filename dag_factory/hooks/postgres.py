@@ -142,7 +142,8 @@ class PostgresHook:
         if c.password:
             auth += ":" + quote(c.password, safe="")
         query = urlencode(self._extras())
-        url = f"postgresql+psycopg://{auth}@{c.host or 'localhost'}:{c.port or 5432}/{quote(c.schema or '')}"
+        db = quote(c.schema or "", safe="")
+        url = f"postgresql+psycopg://{auth}@{c.host or 'localhost'}:{c.port or 5432}/{db}"
         return url + (f"?{query}" if query else "")
 
     def scrub(self, text: str) -> str:

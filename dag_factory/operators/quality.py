@@ -117,9 +117,9 @@ class QualityCheckOperator(BaseOperator):
             raise AirflowException(f"great-expectations on {where}: {msg}") from None
         finally:
             if datasource is not None:  # close pooled connections now rather than at garbage collection
-                with contextlib.suppress(Exception):
-                    datasource.get_engine().dispose()
-                    datasource.get_execution_engine().engine.dispose()
+                for engine in (datasource.get_engine, lambda: datasource.get_execution_engine().engine):
+                    with contextlib.suppress(Exception):
+                        engine().dispose()
 
     def _validate(self, batch: Any, check: dict[str, Any], expectation: Any, hook: PostgresHook) -> dict:
         res = batch.validate(expectation)
