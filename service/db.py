@@ -112,4 +112,6 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent. With the default scope FastAPI sends
+# the response first, so a client could act on a 201 whose transaction is not (or never) committed.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dag_factory.spec import json_path
@@ -90,6 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
     def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(status_code=exc.status_code, content=_body(code, str(exc.detail)))
+
+    @app.exception_handler(IntegrityError)
+    def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests raced for the same unique name: the loser gets what a sequential request would.
+        return JSONResponse(status_code=409, content=_body("conflict", "conflicts with an existing resource"))
 
     @app.exception_handler(Exception)
     def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -21,4 +21,7 @@ def owns_dag(tenant_id: str, dag_id_: str) -> bool:
 
 
 def dag_file_name(dag_id_: str) -> str:
-    return "pipeline_" + re.sub(r"[^A-Za-z0-9_-]", "__", dag_id_) + ".py"
+    """One file per DAG id: the id itself (letters, digits, '_', '-', '.') is a safe, unique file name."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", dag_id_):
+        raise ValueError(f"not a DAG id: {dag_id_!r}")
+    return f"pipeline_{dag_id_}.py"

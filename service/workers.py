@@ -50,8 +50,9 @@ class Worker:
 
 def dispatch_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:
     with session_scope(sessions) as s:
-        for ex in executions.pending_submissions(s):
-            executions.submit(ex, airflow)  # AirflowUnavailable propagates: retry next tick
+        for ex, pipeline in executions.pending_submissions(s):
+            if executions.ready_to_submit(s, ex, pipeline):
+                executions.submit(ex, airflow)  # AirflowUnavailable propagates: retry next tick
 
 
 def reconcile_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:

@@ -9,7 +9,7 @@ schema whatever happened, and (being a teardown) does not decide the run's state
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup
@@ -23,10 +23,10 @@ from dag_factory.operators import (
     SqlTransformOperator,
     StageTableOperator,
 )
-from dag_factory.spec.models import LookupJoin, PipelineDefinition
+from dag_factory.spec.models import TEARDOWN_TASK_ID, LookupJoin, PipelineDefinition
 from dag_factory.spec.validate import validate_definition
 
-START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _params(definition: PipelineDefinition) -> dict[str, Param]:
@@ -148,7 +148,7 @@ def build_dag(
                     loads[dataset] >> qc
                     leaves.append(qc)
         cleanup = CleanupStagingOperator(
-            task_id="cleanup_staging",
+            task_id=TEARDOWN_TASK_ID,
             conn_ids=[staging, *sink_conns],
             doc_md="Drops this run's staging schema, whatever the outcome of the run.",
         )

@@ -7,6 +7,7 @@ The connection password is never logged and is scrubbed from every error this mo
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,29 @@ JOIN pg_type t ON t.oid = a.atttypid
 WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+
+# Connections opened in this (task) process, so that on_kill can cancel their queries.
+_OPEN: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def cancel_open_queries() -> None:
+    """Cancel every statement in flight on this process's connections (a task being killed)."""
+    for conn in list(_OPEN):
+        try:
+            conn.cancel_safe(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort while the task is being stopped
+            log.warning("could not cancel a running query", exc_info=True)
+
+
+def _watch_client(conn: psycopg.Connection) -> None:
+    """Ask the server (PostgreSQL 14+) to abort our query if this process dies mid-statement; without it a
+    killed task's long query runs on, holding locks that block the run's teardown."""
+    try:
+        conn.execute("SET client_connection_check_interval = 2000")
+        conn.commit()
+    except psycopg.Error:
+        conn.rollback()
+
 
 Table = str | tuple[str, str]
 Columns = list[tuple[str, str]]
@@ -130,10 +154,13 @@ class PostgresHook:
         params = dict(host=c.host, port=c.port or 5432, user=c.login, password=c.password, dbname=c.schema)
         params = {k: v for k, v in params.items() if v} | self._extras()
         try:
-            return psycopg.connect(**params, autocommit=False)
+            conn = psycopg.connect(**params, autocommit=False)
         except psycopg.Error as exc:
             msg = scrub(str(exc), c.password)
             raise psycopg.OperationalError(f"cannot connect with conn_id {self.conn_id!r}: {msg}") from None
+        _watch_client(conn)
+        _OPEN.add(conn)
+        return conn
 
     def sqlalchemy_url(self) -> str:
         """`postgresql+psycopg://...` with the password in clear text: pass it on, never log it."""

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
 from dag_factory.hooks.postgres import PgSession, PostgresHook, column_list, split_table, table_ident
+from dag_factory.operators.base import PipelineOperator
 from dag_factory.operators.staging import staging_schema
 
 MODES = ("append", "overwrite", "merge")
 
 
-class LoadTableOperator(BaseOperator):
+class LoadTableOperator(PipelineOperator):
     """Writes `<staging schema>.<dataset>` into `table` of the sink DB, in one transaction there.
 
     - append: insert the staged rows;

@@ -11,10 +11,10 @@ import warnings
 from decimal import Decimal
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dag_factory.hooks.postgres import PostgresHook, split_table
+from dag_factory.operators.base import PipelineOperator
 
 SEVERITIES = ("error", "warn")
 # Result entries worth a place in the one log line per check.
@@ -51,7 +51,7 @@ def _exception_messages(info: Any) -> list[str]:
     return [m for sub in info.values() for m in _exception_messages(sub)]
 
 
-class QualityCheckOperator(BaseOperator):
+class QualityCheckOperator(PipelineOperator):
     """Runs great-expectations checks on `table` (`schema.table`) of connection `conn_id`.
 
     Each check is {"name", "expectation", "kwargs", "severity": "error" | "warn"}. A failed `error`

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from psycopg import sql
 
 from dag_factory.hooks.postgres import PostgresHook
+from dag_factory.operators.base import PipelineOperator
 from dag_factory.operators.staging import staging_schema
 
 
@@ -18,7 +18,7 @@ def strip_statement(text: str) -> str:
     return text[:-1].rstrip() if text.endswith(";") else text
 
 
-class SqlTransformOperator(BaseOperator):
+class SqlTransformOperator(PipelineOperator):
     """Runs one SELECT in the staging DB and stores its result as `<staging schema>.<dataset>`.
 
     Bare table names in the SELECT resolve to the run's staging schema first (earlier datasets), then public.

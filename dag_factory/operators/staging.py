@@ -10,10 +10,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from psycopg import sql
 
 from dag_factory.hooks.postgres import PostgresHook, column_list, table_ident
+from dag_factory.operators.base import PipelineOperator
 
 
 def staging_schema(run_id: str) -> str:
@@ -21,7 +21,7 @@ def staging_schema(run_id: str) -> str:
     return "stg_" + hashlib.sha1(run_id.encode()).hexdigest()[:20]
 
 
-class PrepareStagingOperator(BaseOperator):
+class PrepareStagingOperator(PipelineOperator):
     """Creates the run's staging schema in each connection."""
 
     def __init__(self, *, conn_ids: list[str], **kwargs: Any):
@@ -36,7 +36,7 @@ class PrepareStagingOperator(BaseOperator):
         return schema
 
 
-class CleanupStagingOperator(BaseOperator):
+class CleanupStagingOperator(PipelineOperator):
     """Drops the run's staging schema (and every table in it) in each connection."""
 
     def __init__(self, *, conn_ids: list[str], **kwargs: Any):
@@ -47,12 +47,13 @@ class CleanupStagingOperator(BaseOperator):
         schema = staging_schema(context["run_id"])
         drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
         for conn_id in dict.fromkeys(self.conn_ids):
-            PostgresHook(conn_id).run(drop)
+            # A bounded wait: a lock held by a stuck statement fails the teardown instead of hanging it.
+            PostgresHook(conn_id).run(sql.SQL("SET LOCAL lock_timeout = '120s'"), drop)
             self.log.info("dropped staging schema %s on %s", schema, conn_id)
         return schema
 
 
-class StageTableOperator(BaseOperator):
+class StageTableOperator(PipelineOperator):
     """Materialises `SELECT * FROM table [WHERE where]` as `<staging schema>.<dataset>` in the staging DB."""
 
     template_fields: Sequence[str] = ("where",)

@@ -10,9 +10,11 @@ from dag_factory.spec.models import (
     QualityCheck,
     SqlTransform,
 )
+from dag_factory.spec.models import TEARDOWN_TASK_ID
 from dag_factory.spec.validate import json_path, validate_definition, validate_parameters
 
 __all__ = [
+    "TEARDOWN_TASK_ID",
     "LookupJoin",
     "Orchestration",
     "ParameterSpec",

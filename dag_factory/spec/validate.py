@@ -24,13 +24,15 @@ def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
 def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
     errors = []
     for err in exc.errors(include_url=False):
-        # Discriminated unions add the tag ("postgres", "sql_transform") to the location: drop it.
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+        loc = list(err["loc"])
+        # A discriminated union adds its tag after the item's key or index ("sources", "x", "postgres", ...).
+        if len(loc) > 2 and loc[0] in _UNIONS and loc[2] in _UNIONS[loc[0]]:
+            del loc[2]
         errors.append({"path": json_path(loc), "message": err["msg"]})
     return errors
 
 
-_UNION_TAGS = {"postgres", "sql_transform", "lookup_join"}
+_UNIONS = {"sources": {"postgres"}, "sinks": {"postgres"}, "transformations": {"sql_transform", "lookup_join"}}
 
 
 def _reference_errors(d: PipelineDefinition) -> list[dict[str, str]]:

@@ -90,9 +90,12 @@ class AirflowClient:
     def health(self) -> dict[str, Any]:
         try:
             resp = self._http.get("/api/v2/monitor/health", timeout=3.0)
-        except httpx.HTTPError as exc:
+            body = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
             raise AirflowUnavailable(f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}") from None
-        return dict(resp.json())
+        if not isinstance(body, dict):
+            raise AirflowUnavailable(f"Airflow's health endpoint answered HTTP {resp.status_code}")
+        return body
 
     # -- DAGs ---------------------------------------------------------------------------------------
     def get_dag(self, dag_id: str) -> dict[str, Any]:
@@ -141,6 +144,16 @@ class AirflowClient:
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
         return dict(self._json("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}))
+
+    def set_task_states(self, dag_id: str, run_id: str, task_ids: list[str], state: str) -> list[str]:
+        """One bulk call; setting running tasks to failed makes Airflow kill them. Returns errors."""
+        entities = [{"task_id": t, "new_state": state} for t in task_ids]
+        data = self._json(
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+            json={"actions": [{"action": "update", "entities": entities}]},
+        )
+        return [str(e) for e in (data or {}).get("update", {}).get("errors", [])]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         data = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dag_factory.exceptions import DefinitionError
-from dag_factory.spec import validate_parameters
+from dag_factory.spec import TEARDOWN_TASK_ID, validate_parameters
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.auth import Principal
 from service.db import utcnow
@@ -80,17 +80,40 @@ def execute(session: Session, principal: Principal, pipeline_id: str, body: Exec
 
 
 # -- submission (the outbox dispatcher) ----------------------------------------------------------------
-def pending_submissions(session: Session, limit: int = 20) -> Sequence[Execution]:
-    """Queued, not yet in Airflow, whose pipeline Airflow serves. Locked rows are skipped (replicas)."""
+def pending_submissions(session: Session, limit: int = 20) -> Sequence[tuple[Execution, Pipeline]]:
+    """Queued executions not yet in Airflow whose pipeline is settled (ACTIVE or INVALID), oldest first.
+    Rows another replica holds are skipped (SKIP LOCKED on PostgreSQL)."""
     stmt = (
-        select(Execution)
+        select(Execution, Pipeline)
         .join(Pipeline, Pipeline.id == Execution.pipeline_id)
-        .where(Execution.status == QUEUED, Execution.submitted.is_(False), Pipeline.status == pipelines.ACTIVE)
+        .where(
+            Execution.status == QUEUED,
+            Execution.submitted.is_(False),
+            Pipeline.status.in_([pipelines.ACTIVE, pipelines.INVALID]),
+        )
         .order_by(Execution.submitted_at)
         .limit(limit)
         .with_for_update(skip_locked=True, of=Execution)
     )
-    return session.scalars(stmt).all()
+    return [(ex, p) for ex, p in session.execute(stmt).all()]
+
+
+def ready_to_submit(session: Session, ex: Execution, pipeline: Pipeline) -> bool:
+    """False (and the execution FAILED) when what it was accepted for can no longer run."""
+    problem = None
+    if pipeline.status == pipelines.INVALID:
+        problem = f"pipeline is INVALID: {pipeline.status_detail or 'see the pipeline'}"
+    elif pipeline.revision != ex.pipeline_revision:
+        # Updated between execute and submission: the DAG now runs the new revision, so check again.
+        definition = pipelines.parse_definition(pipeline_repo.current_version(session, pipeline).definition)
+        try:
+            ex.parameters = validate_parameters(definition, ex.parameters)
+            ex.pipeline_revision = pipeline.revision
+        except DefinitionError as exc:
+            problem = f"parameters do not fit pipeline revision {pipeline.revision}: {exc}"
+    if problem:
+        ex.status, ex.finished_at, ex.error_message = FAILED, utcnow(), problem[:2000]
+    return problem is None
 
 
 def submit(ex: Execution, airflow: AirflowClient) -> None:
@@ -219,13 +242,27 @@ def cancel(ex: Execution, airflow: AirflowClient) -> None:
     if ex.status in TERMINAL:
         raise Conflict(f"execution '{ex.id}' is already {ex.status} and cannot be cancelled")
     if ex.submitted:
-        try:
-            # Marking the run failed makes Airflow stop its running tasks.
-            airflow.set_run_state(ex.dag_id, ex.id, "failed")
-        except AirflowNotFound:
-            pass
+        _fail_unfinished_tasks(ex, airflow)
     ex.status, ex.finished_at = CANCELLED, utcnow()
     ex.error_message = "cancelled by request"
+
+
+def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
+    """Cancel in Airflow by failing every unfinished task except the teardown.
+
+    Not PATCH dagRun state=failed: with a teardown pending, Airflow keeps such a run going, runs the teardown
+    and then judges the run by its (skipped) leaves: success. Failing the tasks kills the running ones, lets
+    the teardown drop the staging schema, and the run ends failed.
+    """
+    for _ in range(3):  # a task may start between our read and our write: look again
+        try:
+            tis = airflow.task_instances(ex.dag_id, ex.id)
+        except AirflowNotFound:
+            return
+        unfinished = [t["task_id"] for t in tis if t.get("state") not in _DONE_TASK_STATES and t["task_id"] != TEARDOWN_TASK_ID]
+        if not unfinished:
+            return
+        airflow.set_task_states(ex.dag_id, ex.id, unfinished, "failed")
 
 
 # -- logs ----------------------------------------------------------------------------------------------
@@ -244,20 +281,35 @@ def render_event(event: dict[str, Any], with_time: bool = True) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _readable(event: dict[str, Any]) -> bool:
+    # "::group::"/"::endgroup::" are folding markers for Airflow's UI, not log content.
+    text = str(event.get("event") or "")
+    return bool(text) and not text.startswith("::")
+
+
+def _one_task(ex: Execution, tis: list[dict[str, Any]], task: str) -> dict[str, Any]:
+    """`task` is a full task id (`sinks.daily_transactions`) or, when unambiguous, its last part."""
+    exact = [t for t in tis if t["task_id"] == task]
+    matching = exact or [t for t in tis if t["task_id"].split(".")[-1] == task]
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        names = ", ".join(sorted(t["task_id"] for t in matching))
+        raise ValidationFailed(f"task '{task}' is ambiguous: use one of {names}", details=[{"path": "task", "message": names}])
+    known = ", ".join(sorted(t["task_id"] for t in tis))
+    raise NotFound(f"execution '{ex.id}' has no task '{task}' (tasks: {known})")
+
+
 def logs(ex: Execution, airflow: AirflowClient, task: str | None, lines: int) -> list[str]:
     if not ex.submitted:
         return []
     tis = airflow.task_instances(ex.dag_id, ex.id)
     if task:
-        matching = [t for t in tis if t["task_id"] == task or t["task_id"].split(".")[-1] == task]
-        if not matching:
-            known = ", ".join(sorted(t["task_id"] for t in tis))
-            raise NotFound(f"execution '{ex.id}' has no task '{task}' (tasks: {known})")
-        tis = matching
+        tis = [_one_task(ex, tis, task)]
     tis = sorted((t for t in tis if (t.get("try_number") or 0) > 0), key=lambda t: t.get("start_date") or "")
     out: list[str] = []
     for ti in tis:
         events = airflow.task_log(ex.dag_id, ex.id, ti["task_id"], ti["try_number"])
         prefix = "" if task else f"[{ti['task_id']}] "
-        out.extend(prefix + render_event(e) for e in events if e.get("event") not in (None, ""))
+        out.extend(prefix + render_event(e) for e in events if _readable(e))
     return out[-lines:]

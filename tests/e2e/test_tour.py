@@ -43,7 +43,7 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
     dag = af.get(f"/dags/{pipeline['dagId']}").json()
     assert dag["is_paused"] is False and dag["max_active_runs"] == 1
     assert {"tenant:tour", "pipeline:daily-sales-etl", "sales"} <= {t["name"] for t in dag["tags"]}
-    dag_file = (running.settings.dags_dir / f"pipeline_tour__daily-sales-etl.py").read_text()
+    dag_file = (running.settings.dags_dir / "pipeline_tour.daily-sales-etl.py").read_text()
     assert "s3cr3t" not in dag_file and "password" not in dag_file
 
     # Execute with the declared parameters; poll to COMPLETED.
@@ -76,7 +76,7 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
     assert rows == (expected, expected, "2026-02-01", "2026-02-11")
 
     # Task logs come back as readable lines, for one task or all of them.
-    r = api.get(f"/v1/pipelines/executions/{execution_id}/logs", params={"task": "daily_transactions", "lines": 500})
+    r = api.get(f"/v1/pipelines/executions/{execution_id}/logs", params={"task": "quality.daily_transactions", "lines": 500})
     assert r.status_code == 200
     text = "\n".join(r.json()["lines"])
     assert "transaction_id_not_null" in text and "passed" in text

@@ -1,0 +1,82 @@
+"""Publishing outcomes: what the publisher makes of Airflow's answers (import errors, no Airflow at all)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.service.fake_airflow import read_config
+from tests.service.helpers import Api, Service, example, expect_error
+
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "pipeline_acme__daily-sales-etl.py"\nZeroDivisionError: boom'
+)
+
+
+def test_import_error_makes_it_invalid_with_the_error_text(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(example())
+    svc.fake.broken[svc.dag_file(pipeline["dagId"]).name] = TRACEBACK
+    svc.publish()
+
+    published = acme.pipeline(pipeline["pipelineId"])
+    assert published["status"] == "INVALID"
+    assert "ZeroDivisionError: boom" in published["statusDetail"]
+    assert pipeline["dagId"] not in svc.fake.dags
+    assert acme.get("/v1/pipelines", params={"status": "INVALID"}).json()["total"] == 1
+
+
+def test_an_invalid_pipeline_cannot_run_until_fixed(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(example())
+    svc.fake.broken[svc.dag_file(pipeline["dagId"]).name] = TRACEBACK
+    svc.publish()
+    url = f"/v1/pipelines/{pipeline['pipelineId']}"
+    assert "INVALID" in expect_error(acme.post(f"{url}/execute", json={}), 409, "conflict")["message"]
+
+    svc.fake.broken.clear()
+    assert acme.put(url, json=example(version="1.0.1")).status_code == 200
+    svc.publish()
+    assert acme.pipeline(pipeline["pipelineId"])["status"] == "ACTIVE"
+    assert acme.execute(pipeline["pipelineId"])["status"] == "QUEUED"
+
+
+def test_airflow_unreachable_keeps_it_created_until_airflow_answers(svc: Service, acme: Api) -> None:
+    pipeline_id = acme.create_pipeline(example())["pipelineId"]
+    svc.fake.down = True
+    svc.publish()
+
+    waiting = acme.pipeline(pipeline_id)
+    assert waiting["status"] == "CREATED"
+    assert "waiting for Airflow" in waiting["statusDetail"]
+    assert "unreachable" in waiting["statusDetail"]
+
+    svc.fake.down = False
+    assert svc.publish() == 1
+    assert acme.pipeline(pipeline_id)["status"] == "ACTIVE"
+
+
+def test_an_update_is_published_over_the_active_dag(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    changed = example(version="1.1.0")
+    changed["definition"]["sources"]["raw_transactions"]["table"] = "public.raw_transactions_v2"
+    acme.put(f"/v1/pipelines/{active['pipelineId']}", json=changed)
+    svc.publish()
+
+    pipeline = acme.pipeline(active["pipelineId"])
+    assert (pipeline["status"], pipeline["revision"]) == ("ACTIVE", 2)
+    config = read_config(svc.dag_file(active["dagId"]))
+    assert config["definition"]["sources"]["raw_transactions"]["table"] == "public.raw_transactions_v2"
+
+
+def test_two_tenants_never_share_a_dag_file(svc: Service) -> None:
+    a, ab = svc.api("a"), svc.api("a__b")
+    created = []
+    for api, name in ((a, "b__x"), (ab, "x")):
+        api.create_connection("sales-database")
+        api.create_connection("warehouse")
+        created.append(api.create_pipeline(example(name)))
+        svc.publish()
+
+    # Tenant a's DAG file must still define tenant a's DAG, and survive tenant a__b deleting its pipeline.
+    assert read_config(svc.dag_file("a.b__x"))["dag_id"] == "a.b__x"
+    assert ab.delete(f"/v1/pipelines/{created[1]['pipelineId']}").status_code == 204
+    assert svc.dag_file("a.b__x").exists()
