@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("serve", help="run the API only (Airflow must already run)")
     up = sub.add_parser("up", help="start Airflow and the service in the foreground")
     up.add_argument("--tenant", default="default", help="tenant of the printed admin token")
-    up.add_argument("--airflow-database-url", default=None, help="Airflow metadata DB (default: SQLite in the data dir)")
+    up.add_argument(
+        "--airflow-database-url", default=None, help="Airflow metadata DB (default: SQLite in the data dir)"
+    )
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)

@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(settings.sqlalchemy_url)
         dagfile.ensure_sentinel(settings.dags_dir)
-        workers = make_workers(app.state.publisher, app.state.sessions, app.state.airflow, settings.background_interval_seconds)
+        workers = make_workers(
+            app.state.publisher, app.state.sessions, app.state.airflow, settings.background_interval_seconds
+        )
         app.state.workers = workers
         if settings.background_tasks:
             for w in workers:
@@ -84,7 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
             db = {"status": "down", "error": type(exc).__name__}
         try:
-            airflow: dict[str, Any] = {"status": "up", "url": settings.airflow_url, **request.app.state.airflow.health()}
+            airflow: dict[str, Any] = {
+                "status": "up",
+                "url": settings.airflow_url,
+                **request.app.state.airflow.health(),
+            }
         except ServiceError as exc:
             airflow = {"status": "down", "url": settings.airflow_url, "error": exc.message}
         ok = db["status"] == "up" and airflow["status"] == "up"

@@ -72,7 +72,9 @@ def reconcile_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> N
                     log.warning("reconcile %s: %s", execution_id, exc.message)
 
 
-def make_workers(publisher: Publisher, sessions: sessionmaker[Session], airflow: AirflowClient, interval: float) -> list[Worker]:
+def make_workers(
+    publisher: Publisher, sessions: sessionmaker[Session], airflow: AirflowClient, interval: float
+) -> list[Worker]:
     return [
         Worker("publisher", publisher.run_pending, interval),
         Worker("dispatcher", lambda: dispatch_step(sessions, airflow), interval),

@@ -131,7 +131,12 @@ def build_dag(
         by_dataset: dict[str, list[dict[str, Any]]] = {}
         for check in definition.quality_checks:
             by_dataset.setdefault(check.dataset, []).append(
-                {"name": check.name, "expectation": check.expectation, "kwargs": check.kwargs, "severity": check.severity}
+                {
+                    "name": check.name,
+                    "expectation": check.expectation,
+                    "kwargs": check.kwargs,
+                    "severity": check.severity,
+                }
             )
         if by_dataset:
             with TaskGroup("quality", tooltip="great-expectations checks; severity error fails the run"):

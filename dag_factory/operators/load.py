@@ -82,9 +82,7 @@ class LoadTableOperator(PipelineOperator):
             # DELETE, not TRUNCATE: readers keep seeing the old rows until this transaction commits.
             s.execute(sql.SQL("DELETE FROM {}").format(target))
         elif self.mode == "merge":
-            match = sql.SQL(" AND ").join(
-                sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in self.keys or []
-            )
+            match = sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in self.keys or [])
             s.execute(sql.SQL("DELETE FROM {} AS t USING {} AS s WHERE {}").format(target, source, match))
         cols = column_list(names)
         return s.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(target, cols, cols, source))

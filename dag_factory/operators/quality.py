@@ -86,9 +86,7 @@ class QualityCheckOperator(PipelineOperator):
             raise AirflowFailException(f"check {name!r}: severity must be 'error' or 'warn'")
         cls = getattr(gx.expectations, expectation_class_name(expectation), None)
         if not (isinstance(cls, type) and issubclass(cls, gx.expectations.Expectation)):
-            raise AirflowFailException(
-                f"check {name!r}: unknown great-expectations expectation {expectation!r}"
-            )
+            raise AirflowFailException(f"check {name!r}: unknown great-expectations expectation {expectation!r}")
         try:
             return cls(**(check.get("kwargs") or {}))
         except Exception as exc:  # pydantic validation of the kwargs

@@ -1,6 +1,7 @@
 """The definition language: pydantic models and their validation. Imports no Airflow."""
 
 from dag_factory.spec.models import (
+    TEARDOWN_TASK_ID,
     LookupJoin,
     Orchestration,
     ParameterSpec,
@@ -10,7 +11,6 @@ from dag_factory.spec.models import (
     QualityCheck,
     SqlTransform,
 )
-from dag_factory.spec.models import TEARDOWN_TASK_ID
 from dag_factory.spec.validate import json_path, validate_definition, validate_parameters
 
 __all__ = [

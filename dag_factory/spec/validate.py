@@ -54,7 +54,9 @@ def _reference_errors(d: PipelineDefinition) -> list[dict[str, str]]:
             errors.append({"path": f"sinks.{name}.input", "message": _unknown(sink.input, known)})
     for i, check in enumerate(d.quality_checks):
         if check.dataset not in d.sinks:
-            errors.append({"path": f"quality_checks[{i}].dataset", "message": _unknown(check.dataset, set(d.sinks), "sink")})
+            errors.append(
+                {"path": f"quality_checks[{i}].dataset", "message": _unknown(check.dataset, set(d.sinks), "sink")}
+            )
     for pname, p in d.parameters.items():
         if p.default is not None:
             errors += [{"path": f"parameters.{pname}.default", "message": m} for m in param_errors(p, p.default)]
@@ -91,7 +93,9 @@ def validate_parameters(definition: PipelineDefinition, values: dict[str, Any]) 
     errors = []
     for name in values:
         if name not in definition.parameters:
-            errors.append({"path": f"parameters.{name}", "message": _unknown(name, set(definition.parameters), "parameter")})
+            errors.append(
+                {"path": f"parameters.{name}", "message": _unknown(name, set(definition.parameters), "parameter")}
+            )
     merged = {n: p.default for n, p in definition.parameters.items() if p.default is not None}
     merged.update(values)
     for name, spec in definition.parameters.items():

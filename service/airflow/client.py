@@ -68,9 +68,7 @@ class AirflowClient:
             try:
                 resp = self._http.request(method, "/api/v2" + path, headers=headers, **kwargs)
             except httpx.HTTPError as exc:
-                raise AirflowUnavailable(
-                    f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}"
-                ) from None
+                raise AirflowUnavailable(f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}") from None
             if resp.status_code != 401:
                 break
             kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}

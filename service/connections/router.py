@@ -39,6 +39,8 @@ def get_connection(connection_id: str, principal: CurrentPrincipal, session: DbS
 
 
 @router.delete("/{connection_id}", status_code=204)
-def delete_connection(connection_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow) -> Response:
+def delete_connection(
+    connection_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow
+) -> Response:
     service.delete(session, principal, connection_id, airflow)
     return Response(status_code=204)

@@ -48,7 +48,9 @@ def _credentials(body: ConnectionIn) -> Credentials:
 
 
 def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials) -> None:
-    spec = ConnectionSpec(type=conn.type, host=conn.host, port=conn.port, database=conn.database, properties=conn.properties)
+    spec = ConnectionSpec(
+        type=conn.type, host=conn.host, port=conn.port, database=conn.database, properties=conn.properties
+    )
     try:
         airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec, creds))
     except UpstreamError:
@@ -56,11 +58,15 @@ def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials) ->
         raise UpstreamError(f"Airflow refused the connection '{conn.name}'") from None
 
 
-def create(session: Session, principal: Principal, body: ConnectionIn, airflow: AirflowClient, vault: Vault) -> Connection:
+def create(
+    session: Session, principal: Principal, body: ConnectionIn, airflow: AirflowClient, vault: Vault
+) -> Connection:
     _validate_properties(body)
     creds = _credentials(body)
     if repository.by_name(session, principal.tenant_id, body.name):
-        raise Conflict(f"a connection named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}])
+        raise Conflict(
+            f"a connection named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}]
+        )
     conn = Connection(
         id="conn-" + uuid.uuid4().hex[:20],
         tenant_id=principal.tenant_id,

@@ -15,7 +15,9 @@ from service.schemas import Page
 router = APIRouter(tags=["executions"])
 
 
-@router.post("/v1/pipelines/{pipeline_id}/execute", status_code=202, response_model=ExecutionOut, response_model_by_alias=True)
+@router.post(
+    "/v1/pipelines/{pipeline_id}/execute", status_code=202, response_model=ExecutionOut, response_model_by_alias=True
+)
 def execute_pipeline(
     pipeline_id: str, principal: CurrentPrincipal, session: DbSession, request: Request, body: ExecuteIn | None = None
 ) -> ExecutionOut:
@@ -36,7 +38,8 @@ def list_executions(
 ) -> Page[ExecutionOut]:
     if status is not None and status not in service.STATUSES:
         raise ValidationFailed(
-            f"status must be one of {', '.join(service.STATUSES)}", details=[{"path": "status", "message": "unknown status"}]
+            f"status must be one of {', '.join(service.STATUSES)}",
+            details=[{"path": "status", "message": "unknown status"}],
         )
     rows, total = service.list_page(
         session, principal.tenant_id, pipeline_id=pipeline_id, status=status, offset=page * size, limit=size
@@ -54,8 +57,12 @@ def get_execution(execution_id: str, principal: CurrentPrincipal, session: DbSes
     return service.to_out(ex)
 
 
-@router.post("/v1/pipelines/executions/{execution_id}/cancel", response_model=ExecutionOut, response_model_by_alias=True)
-def cancel_execution(execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow) -> ExecutionOut:
+@router.post(
+    "/v1/pipelines/executions/{execution_id}/cancel", response_model=ExecutionOut, response_model_by_alias=True
+)
+def cancel_execution(
+    execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow
+) -> ExecutionOut:
     ex = service.get_or_404(session, principal.tenant_id, execution_id)
     service.refresh(ex, airflow)
     service.cancel(ex, airflow)
@@ -68,7 +75,9 @@ def execution_logs(
     principal: CurrentPrincipal,
     session: DbSession,
     airflow: Airflow,
-    task: Annotated[str | None, Query(description="task id, e.g. 'sinks.daily_transactions' or 'daily_transactions'")] = None,
+    task: Annotated[
+        str | None, Query(description="task id, e.g. 'sinks.daily_transactions' or 'daily_transactions'")
+    ] = None,
     lines: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> LogsOut:
     ex = service.get_or_404(session, principal.tenant_id, execution_id)

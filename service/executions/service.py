@@ -215,7 +215,8 @@ def to_out(ex: Execution) -> ExecutionOut:
         parameters=ex.parameters,
         progress=Progress.model_validate(snapshot.get("progress", {})),
         tasks=[TaskOut.model_validate(t) for t in snapshot.get("tasks", [])],
-        error_message=ex.error_message or (f"not yet submitted: {ex.last_submit_error}" if ex.last_submit_error else None),
+        error_message=ex.error_message
+        or (f"not yet submitted: {ex.last_submit_error}" if ex.last_submit_error else None),
         dag_id=ex.dag_id,
         submitted_at=ex.submitted_at,
         started_at=ex.started_at,
@@ -259,7 +260,9 @@ def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
             tis = airflow.task_instances(ex.dag_id, ex.id)
         except AirflowNotFound:
             return
-        unfinished = [t["task_id"] for t in tis if t.get("state") not in _DONE_TASK_STATES and t["task_id"] != TEARDOWN_TASK_ID]
+        unfinished = [
+            t["task_id"] for t in tis if t.get("state") not in _DONE_TASK_STATES and t["task_id"] != TEARDOWN_TASK_ID
+        ]
         if not unfinished:
             return
         airflow.set_task_states(ex.dag_id, ex.id, unfinished, "failed")
@@ -295,7 +298,9 @@ def _one_task(ex: Execution, tis: list[dict[str, Any]], task: str) -> dict[str, 
         return matching[0]
     if matching:
         names = ", ".join(sorted(t["task_id"] for t in matching))
-        raise ValidationFailed(f"task '{task}' is ambiguous: use one of {names}", details=[{"path": "task", "message": names}])
+        raise ValidationFailed(
+            f"task '{task}' is ambiguous: use one of {names}", details=[{"path": "task", "message": names}]
+        )
     known = ", ".join(sorted(t["task_id"] for t in tis))
     raise NotFound(f"execution '{ex.id}' has no task '{task}' (tasks: {known})")
 

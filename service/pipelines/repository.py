@@ -54,7 +54,10 @@ def tenant_definitions(session: Session, tenant_id: str) -> list[tuple[Pipeline,
     """Each pipeline of a tenant with its current definition (one query)."""
     stmt = (
         select(Pipeline, PipelineVersion.definition)
-        .join(PipelineVersion, (PipelineVersion.pipeline_id == Pipeline.id) & (PipelineVersion.revision == Pipeline.revision))
+        .join(
+            PipelineVersion,
+            (PipelineVersion.pipeline_id == Pipeline.id) & (PipelineVersion.revision == Pipeline.revision),
+        )
         .where(Pipeline.tenant_id == tenant_id)
     )
     return [(p, d) for p, d in session.execute(stmt).all()]

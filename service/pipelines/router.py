@@ -32,7 +32,8 @@ def list_pipelines(
 ) -> Page[PipelineOut]:
     if status is not None and status not in service.STATUSES:
         raise ValidationFailed(
-            f"status must be one of {', '.join(service.STATUSES)}", details=[{"path": "status", "message": "unknown status"}]
+            f"status must be one of {', '.join(service.STATUSES)}",
+            details=[{"path": "status", "message": "unknown status"}],
         )
     wanted = [t.strip() for t in (tags or "").split(",") if t.strip()]
     rows, total = repository.list_page(

@@ -27,22 +27,27 @@ def parse_definition(data: dict[str, Any]) -> PipelineDefinition:
     try:
         return validate_definition(data)
     except DefinitionError as exc:
-        details = [{"path": f"definition.{e['path']}" if e["path"] else "definition", "message": e["message"]}
-                   for e in exc.errors]
+        details = [
+            {"path": f"definition.{e['path']}" if e["path"] else "definition", "message": e["message"]}
+            for e in exc.errors
+        ]
         raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details) from None
 
 
 def _check_connections(session: Session, tenant_id: str, definition: PipelineDefinition) -> None:
     known = {c.name for c in connection_repo.list_all(session, tenant_id)}
     details = []
+    hint = "create it first with POST /v1/pipelines/connections"
     for group in ("sources", "sinks"):
         for name, item in getattr(definition, group).items():
             if item.connection not in known:
-                details.append({"path": f"definition.{group}.{name}.connection",
-                                "message": f"unknown connection '{item.connection}' (create it with POST /v1/pipelines/connections)"})
+                message = f"unknown connection '{item.connection}' ({hint})"
+                details.append({"path": f"definition.{group}.{name}.connection", "message": message})
     staging = definition.orchestration.staging_connection
     if staging and staging not in known:
-        details.append({"path": "definition.orchestration.staging_connection", "message": f"unknown connection '{staging}'"})
+        details.append(
+            {"path": "definition.orchestration.staging_connection", "message": f"unknown connection '{staging}'"}
+        )
     if details:
         raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
 
@@ -71,7 +76,9 @@ def create(session: Session, principal: Principal, body: PipelineIn) -> Pipeline
     definition = parse_definition(body.definition)
     _check_connections(session, principal.tenant_id, definition)
     if repository.by_name(session, principal.tenant_id, body.name):
-        raise Conflict(f"a pipeline named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}])
+        raise Conflict(
+            f"a pipeline named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}]
+        )
     pipeline = Pipeline(
         id="pl-" + uuid.uuid4().hex[:20],
         tenant_id=principal.tenant_id,
@@ -94,7 +101,9 @@ def update(session: Session, principal: Principal, pipeline_id: str, body: Pipel
     pipeline = get_or_404(session, principal.tenant_id, pipeline_id)
     if body.name != pipeline.name:
         # The Airflow DAG id (and so the run history in Airflow) is derived from the name at creation.
-        raise ValidationFailed("a pipeline cannot be renamed", details=[{"path": "name", "message": f"must stay '{pipeline.name}'"}])
+        raise ValidationFailed(
+            "a pipeline cannot be renamed", details=[{"path": "name", "message": f"must stay '{pipeline.name}'"}]
+        )
     definition = parse_definition(body.definition)
     _check_connections(session, principal.tenant_id, definition)
     pipeline.revision += 1

@@ -18,8 +18,14 @@ CONNS = {"sales-database": "acme.sales-database", "warehouse": "acme.warehouse"}
 
 @pytest.fixture(scope="module")
 def dag():
-    return build_dag(EXAMPLE["definition"], dag_id="acme.daily-sales-etl", connections=CONNS,
-                     description="Daily sales", tags=["tenant:acme"], owner="alice")
+    return build_dag(
+        EXAMPLE["definition"],
+        dag_id="acme.daily-sales-etl",
+        connections=CONNS,
+        description="Daily sales",
+        tags=["tenant:acme"],
+        owner="alice",
+    )
 
 
 def upstream(dag, task_id):
@@ -46,7 +52,9 @@ def test_edges_follow_the_data(dag):
     assert upstream(dag, "sources.raw_transactions") == ["prepare_staging"]
     assert upstream(dag, "transformations.clean_transactions") == ["sources.raw_transactions"]
     assert upstream(dag, "transformations.enrich_with_products") == [
-        "sources.products", "transformations.clean_transactions"]
+        "sources.products",
+        "transformations.clean_transactions",
+    ]
     assert upstream(dag, "sinks.daily_transactions") == ["transformations.enrich_with_products"]
     assert upstream(dag, "quality.daily_transactions") == ["sinks.daily_transactions"]
     assert "quality.daily_transactions" in upstream(dag, "cleanup_staging")
@@ -72,12 +80,17 @@ def test_connections_sql_and_templates(dag):
     assert (src.source_conn_id, src.staging_conn_id) == ("acme.sales-database", "acme.warehouse")
     assert "{{ params.start_date }}" in src.where and "where" in src.template_fields
     join = dag.get_task("transformations.enrich_with_products")
-    assert join.sql == ('SELECT i.*, l."category", l."product_name" FROM "clean_transactions" AS i '
-                        'LEFT JOIN "products" AS l ON i."product_id" = l."id"')
+    assert join.sql == (
+        'SELECT i.*, l."category", l."product_name" FROM "clean_transactions" AS i '
+        'LEFT JOIN "products" AS l ON i."product_id" = l."id"'
+    )
     load = dag.get_task("sinks.daily_transactions")
     assert (load.mode, load.keys, load.table) == ("merge", ["transaction_id"], "analytics.daily_transactions")
     checks = dag.get_task("quality.daily_transactions").checks
-    assert [(c["name"], c["severity"]) for c in checks] == [("transaction_id_not_null", "error"), ("amount_in_range", "warn")]
+    assert [(c["name"], c["severity"]) for c in checks] == [
+        ("transaction_id_not_null", "error"),
+        ("amount_in_range", "warn"),
+    ]
 
 
 def test_a_sink_on_another_connection_is_cleaned_too():

@@ -38,8 +38,10 @@ def test_every_example_definition_imports(tmp_path):
 def test_a_broken_file_only_breaks_itself(tmp_path):
     name, body = definitions()[0]
     write(tmp_path, name, body["definition"])
-    (tmp_path / "pipeline_broken.py").write_text("# an airflow dag file\nfrom dag_factory import load_pipeline_dag\n"
-                                                 "dag = load_pipeline_dag('{\"dag_id\": \"t.broken\"}')\n")
+    (tmp_path / "pipeline_broken.py").write_text(
+        "# an airflow dag file\nfrom dag_factory import load_pipeline_dag\n"
+        'dag = load_pipeline_dag(\'{"dag_id": "t.broken"}\')\n'
+    )
     bag = DagBag(dag_folder=tmp_path)
     assert list(bag.dag_ids) == [f"t.{name}"]
     assert [Path(p).name for p in bag.import_errors] == ["pipeline_broken.py"]

@@ -168,9 +168,7 @@ def test_stage_same_connection_with_where(ctx):
 def test_stage_across_connections_streams_binary_copy(ctx):
     out = stage(ctx, "txns", "public.raw_transactions", SRC, where="amount > 10")
     assert out == {"dataset": "txns", "rows": 9}  # ids 2..10 (id 11 has a NULL amount)
-    assert (
-        stage(ctx, "txns", "raw_transactions", SRC, where="amount > 10")["rows"] == 9
-    )  # retry: no duplicates
+    assert stage(ctx, "txns", "raw_transactions", SRC, where="amount > 10")["rows"] == 9  # retry: no duplicates
     cols = PostgresHook(WH).columns(f"{stg(ctx)}.txns")
     assert cols == [
         ("id", "integer"),
@@ -181,9 +179,7 @@ def test_stage_across_connections_streams_binary_copy(ctx):
         ("note", "character varying(20)"),
         ("created_at", "timestamp with time zone"),
     ]
-    src = query(
-        SRC, "SELECT id, amount, kind::text, fee, note, created_at FROM raw_transactions WHERE amount > 10"
-    )
+    src = query(SRC, "SELECT id, amount, kind::text, fee, note, created_at FROM raw_transactions WHERE amount > 10")
     dst = query(WH, f"SELECT id, amount, kind, fee, note, created_at FROM {stg(ctx)}.txns")
     assert sorted(dst) == sorted(src)
 

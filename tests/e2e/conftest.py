@@ -13,8 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.pg import pg_url
 from tests.e2e import harness
+from tests.pg import pg_url
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((REPO / "examples" / "daily-sales-etl.json").read_text())
@@ -75,7 +75,9 @@ def example(name: str, table: str, **changes: Any) -> dict[str, Any]:
 
 
 def wait_status(api: httpx.Client, pipeline_id: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
-    got = harness.wait_for(lambda: api.get(f"/v1/pipelines/{pipeline_id}").json(), lambda p: p["status"] in statuses, timeout)
+    got = harness.wait_for(
+        lambda: api.get(f"/v1/pipelines/{pipeline_id}").json(), lambda p: p["status"] in statuses, timeout
+    )
     return dict(got)
 
 
@@ -87,11 +89,16 @@ def create_active(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     return pipeline
 
 
-def run_to_end(api: httpx.Client, pipeline_id: str, parameters: dict[str, Any] | None = None, timeout: float = 180) -> dict[str, Any]:
+def run_to_end(
+    api: httpx.Client, pipeline_id: str, parameters: dict[str, Any] | None = None, timeout: float = 180
+) -> dict[str, Any]:
     resp = api.post(f"/v1/pipelines/{pipeline_id}/execute", json={"parameters": parameters or {}})
     assert resp.status_code == 202, resp.text
     execution_id = resp.json()["executionId"]
     done = harness.wait_for(
-        lambda: api.get(f"/v1/pipelines/executions/{execution_id}").json(), lambda e: e["status"] in TERMINAL, timeout, 1.0
+        lambda: api.get(f"/v1/pipelines/executions/{execution_id}").json(),
+        lambda e: e["status"] in TERMINAL,
+        timeout,
+        1.0,
     )
     return dict(done)

@@ -39,7 +39,9 @@ class Running:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.port}"
 
-    def client(self, tenant: str = "acme", roles: tuple[str, ...] = ("admin",), subject: str = "tester") -> httpx.Client:
+    def client(
+        self, tenant: str = "acme", roles: tuple[str, ...] = ("admin",), subject: str = "tester"
+    ) -> httpx.Client:
         token = mint_token(self.settings.resolved_jwt_secret(), tenant=tenant, roles=list(roles), subject=subject)
         c = httpx.Client(
             base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant}

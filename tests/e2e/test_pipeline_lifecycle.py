@@ -15,14 +15,23 @@ pytestmark = pytest.mark.e2e
 
 def test_a_failing_error_check_fails_the_run_and_a_warn_check_does_not(tenant, warehouse_db):
     checks = [
-        {"name": "amount_small", "dataset": "daily_transactions", "expectation": "expect_column_values_to_be_between",
-         "kwargs": {"column": "amount", "min_value": 0, "max_value": 10}, "severity": "warn"},
+        {
+            "name": "amount_small",
+            "dataset": "daily_transactions",
+            "expectation": "expect_column_values_to_be_between",
+            "kwargs": {"column": "amount", "min_value": 0, "max_value": 10},
+            "severity": "warn",
+        },
     ]
     warned = create_active(tenant, example("warned", "qa.warned", quality_checks=checks))
     done = run_to_end(tenant, warned["pipelineId"])
     assert done["status"] == "COMPLETED", done
-    logs = "\n".join(tenant.get(f"/v1/pipelines/executions/{done['executionId']}/logs",
-                                params={"task": "quality.daily_transactions", "lines": 1000}).json()["lines"])
+    logs = "\n".join(
+        tenant.get(
+            f"/v1/pipelines/executions/{done['executionId']}/logs",
+            params={"task": "quality.daily_transactions", "lines": 1000},
+        ).json()["lines"]
+    )
     assert "check amount_small" in logs and "FAILED" in logs
 
     checks[0]["severity"] = "error"
@@ -33,7 +42,9 @@ def test_a_failing_error_check_fails_the_run_and_a_warn_check_does_not(tenant, w
     states = {t["taskId"]: t["state"] for t in done["tasks"]}
     assert states["sinks.daily_transactions"] == "success" and states["quality.daily_transactions"] == "failed"
     assert states["cleanup_staging"] == "success"  # the teardown still dropped the staging schema
-    assert query(warehouse_db, "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'stg_%%'") == [(0,)]
+    assert query(warehouse_db, "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'stg_%%'") == [
+        (0,)
+    ]
 
 
 def test_parameters_reach_the_sql_and_bad_ones_are_refused(tenant, sales_db, warehouse_db):
@@ -42,35 +53,48 @@ def test_parameters_reach_the_sql_and_bad_ones_are_refused(tenant, sales_db, war
     assert r.status_code == 400 and r.json()["error"]["details"][0]["path"] == "parameters.start_date"
     done = run_to_end(tenant, p["pipelineId"], {"start_date": "2026-02-03", "end_date": "2026-02-04"})
     assert done["status"] == "COMPLETED", done
-    expected = query(sales_db, "SELECT count(*) FROM raw_transactions WHERE created_at >= '2026-02-03' "
-                               "AND created_at < '2026-02-04' AND amount > 0")[0][0]
+    expected = query(
+        sales_db,
+        "SELECT count(*) FROM raw_transactions WHERE created_at >= '2026-02-03' "
+        "AND created_at < '2026-02-04' AND amount > 0",
+    )[0][0]
     assert query(warehouse_db, "SELECT count(*), min(sale_date)::text, max(sale_date)::text FROM qa.params") == [
-        (expected, "2026-02-03", "2026-02-03")]
+        (expected, "2026-02-03", "2026-02-03")
+    ]
 
 
 def test_cancel_stops_a_sleeping_task(tenant, running, warehouse_db):
     body = example("sleepy", "qa.sleepy")
     body["definition"]["transformations"][0]["sql"] = (
         "SELECT id AS transaction_id, product_id, amount, created_at::date AS sale_date "
-        "FROM raw_transactions, (SELECT pg_sleep(300)) AS nap WHERE amount > 0")
+        "FROM raw_transactions, (SELECT pg_sleep(300)) AS nap WHERE amount > 0"
+    )
     p = create_active(tenant, body)
     execution_id = tenant.post(f"/v1/pipelines/{p['pipelineId']}/execute", json={}).json()["executionId"]
-    sleeping = harness.wait_for(lambda: tenant.get(f"/v1/pipelines/executions/{execution_id}").json(),
-                                lambda e: e["progress"]["currentTask"] == "transformations.clean_transactions", 120)
+    sleeping = harness.wait_for(
+        lambda: tenant.get(f"/v1/pipelines/executions/{execution_id}").json(),
+        lambda e: e["progress"]["currentTask"] == "transformations.clean_transactions",
+        120,
+    )
     assert sleeping["status"] == "RUNNING", sleeping
     r = tenant.post(f"/v1/pipelines/executions/{execution_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
     # Airflow stops the sleeping task, runs the teardown (which drops the staging schema), and the run
     # ends failed: the killed task's query must not keep holding locks that would block the teardown.
     af = running.airflow()
-    run = harness.wait_for(lambda: af.get(f"/dags/{p['dagId']}/dagRuns/{execution_id}").json(),
-                           lambda r: r["state"] != "running", 90)
+    run = harness.wait_for(
+        lambda: af.get(f"/dags/{p['dagId']}/dagRuns/{execution_id}").json(), lambda r: r["state"] != "running", 90
+    )
     assert run["state"] == "failed"
-    tasks = {t["task_id"]: t["state"] for t in
-             af.get(f"/dags/{p['dagId']}/dagRuns/{execution_id}/taskInstances").json()["task_instances"]}
+    tasks = {
+        t["task_id"]: t["state"]
+        for t in af.get(f"/dags/{p['dagId']}/dagRuns/{execution_id}/taskInstances").json()["task_instances"]
+    }
     assert tasks["transformations.clean_transactions"] == "failed" and tasks["cleanup_staging"] == "success"
-    assert query(warehouse_db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(300)%%' "
-                               "AND pid <> pg_backend_pid()") == [(0,)]
+    assert query(
+        warehouse_db,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(300)%%' AND pid <> pg_backend_pid()",
+    ) == [(0,)]
     assert tenant.get(f"/v1/pipelines/executions/{execution_id}").json()["status"] == "CANCELLED"
     r = tenant.post(f"/v1/pipelines/executions/{execution_id}/cancel")
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"

@@ -21,13 +21,23 @@ EXPECTED_SQL = """
 def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_db, monkeypatch):
     api = running.client(tenant="tour")
     # Connections: one through a secret reference (environment), one with inline credentials.
-    monkeypatch.setenv("PIPELINE_SECRET_SALES_DB_CREDENTIALS", json.dumps({"username": "postgres", "password": "s3cr3t-tour"}))
-    r = api.post("/v1/pipelines/connections", json=connection_body(
-        "sales-database", sales_db, credentialSecretRef="sales-db-credentials", properties={"sslMode": "disable"}))
+    monkeypatch.setenv(
+        "PIPELINE_SECRET_SALES_DB_CREDENTIALS", json.dumps({"username": "postgres", "password": "s3cr3t-tour"})
+    )
+    r = api.post(
+        "/v1/pipelines/connections",
+        json=connection_body(
+            "sales-database", sales_db, credentialSecretRef="sales-db-credentials", properties={"sslMode": "disable"}
+        ),
+    )
     assert r.status_code == 201, r.text
     assert "s3cr3t" not in r.text and r.json()["credentialSecretRef"] == "sales-db-credentials"
-    r = api.post("/v1/pipelines/connections", json=connection_body(
-        "warehouse", warehouse_db, credentials={"username": "postgres", "password": "inline-s3cr3t"}))
+    r = api.post(
+        "/v1/pipelines/connections",
+        json=connection_body(
+            "warehouse", warehouse_db, credentials={"username": "postgres", "password": "inline-s3cr3t"}
+        ),
+    )
     assert r.status_code == 201 and "inline-s3cr3t" not in r.text
     assert {c["name"] for c in api.get("/v1/pipelines/connections").json()["items"]} == {"sales-database", "warehouse"}
 
@@ -47,8 +57,10 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
     assert "s3cr3t" not in dag_file and "password" not in dag_file
 
     # Execute with the declared parameters; poll to COMPLETED.
-    r = api.post(f"/v1/pipelines/{pipeline['pipelineId']}/execute",
-                 json={"parameters": {"start_date": "2026-02-01", "end_date": "2026-02-12"}, "priority": "NORMAL"})
+    r = api.post(
+        f"/v1/pipelines/{pipeline['pipelineId']}/execute",
+        json={"parameters": {"start_date": "2026-02-01", "end_date": "2026-02-12"}, "priority": "NORMAL"},
+    )
     assert r.status_code == 202, r.text
     accepted = r.json()
     assert accepted["status"] == "QUEUED" and accepted["engine"] == "airflow" and accepted["submittedAt"]
@@ -71,12 +83,17 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
     # The rows are in the warehouse, joined with the product lookup.
     expected = query(sales_db, EXPECTED_SQL, "2026-02-01", "2026-02-12")[0][0]
     assert expected > 0
-    rows = query(warehouse_db, "SELECT count(*), count(category), min(sale_date)::text, max(sale_date)::text "
-                               "FROM analytics.daily_transactions")[0]
+    rows = query(
+        warehouse_db,
+        "SELECT count(*), count(category), min(sale_date)::text, max(sale_date)::text "
+        "FROM analytics.daily_transactions",
+    )[0]
     assert rows == (expected, expected, "2026-02-01", "2026-02-11")
 
     # Task logs come back as readable lines, for one task or all of them.
-    r = api.get(f"/v1/pipelines/executions/{execution_id}/logs", params={"task": "quality.daily_transactions", "lines": 500})
+    r = api.get(
+        f"/v1/pipelines/executions/{execution_id}/logs", params={"task": "quality.daily_transactions", "lines": 500}
+    )
     assert r.status_code == 200
     text = "\n".join(r.json()["lines"])
     assert "transaction_id_not_null" in text and "passed" in text
@@ -88,14 +105,21 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
     assert [e["executionId"] for e in r.json()["items"]] == [execution_id]
 
     # Merge on transaction_id: a second run with a wider window adds the new days, duplicates none.
-    r = api.post(f"/v1/pipelines/{pipeline['pipelineId']}/execute",
-                 json={"parameters": {"start_date": "2026-02-05", "end_date": "2026-02-15"}})
-    second = harness.wait_for(lambda: api.get(f"/v1/pipelines/executions/{r.json()['executionId']}").json(),
-                              lambda e: e["status"] in TERMINAL, timeout=180, interval=1.0)
+    r = api.post(
+        f"/v1/pipelines/{pipeline['pipelineId']}/execute",
+        json={"parameters": {"start_date": "2026-02-05", "end_date": "2026-02-15"}},
+    )
+    second = harness.wait_for(
+        lambda: api.get(f"/v1/pipelines/executions/{r.json()['executionId']}").json(),
+        lambda e: e["status"] in TERMINAL,
+        timeout=180,
+        interval=1.0,
+    )
     assert second["status"] == "COMPLETED", second
     expected_union = query(sales_db, EXPECTED_SQL, "2026-02-01", "2026-02-15")[0][0]
-    assert query(warehouse_db, "SELECT count(*), count(DISTINCT transaction_id) FROM analytics.daily_transactions")[0] == (
-        expected_union, expected_union)
+    assert query(warehouse_db, "SELECT count(*), count(DISTINCT transaction_id) FROM analytics.daily_transactions")[
+        0
+    ] == (expected_union, expected_union)
 
     # No secret was written anywhere the service or Airflow writes files.
     for path in running.settings.data_dir.rglob("*"):

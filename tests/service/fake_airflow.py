@@ -135,9 +135,7 @@ class FakeAirflow:
         if self.health_response is not None:
             return self.health_response
         healthy = {"status": "healthy", "latest_heartbeat": now()}
-        return _json(
-            200, {"metadatabase": {"status": "healthy"}, "scheduler": healthy, "dag_processor": healthy}
-        )
+        return _json(200, {"metadatabase": {"status": "healthy"}, "scheduler": healthy, "dag_processor": healthy})
 
     # -- DAGs and parsing -----------------------------------------------------------------------------
     def _add_dag(self, dag_id: str, path: Path, tasks: list[str]) -> None:
@@ -265,15 +263,11 @@ class FakeAirflow:
                 if task_id not in tis:
                     result["errors"].append({"error": f"{task_id} not found", "status_code": 404})
                     continue
-                self.set_run(
-                    dag_id, run_id, self.runs[(dag_id, run_id)]["state"], {task_id: entity["new_state"]}
-                )
+                self.set_run(dag_id, run_id, self.runs[(dag_id, run_id)]["state"], {task_id: entity["new_state"]})
                 result["success"].append(f"{dag_id}.{run_id}.{task_id}")
         return _json(200, {"create": None, "update": result, "delete": None})
 
-    def _log(
-        self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, try_number: str
-    ) -> httpx.Response:
+    def _log(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, try_number: str) -> httpx.Response:
         if task_id not in self.task_instances.get((dag_id, run_id), {}):
             return _missing(f"TaskInstance {task_id}")
         events = self.logs.get((dag_id, run_id, task_id, int(try_number)), [])
@@ -299,9 +293,7 @@ class FakeAirflow:
         return _json(204)
 
     # -- what the scheduler and the workers would do (called by tests) --------------------------------
-    def set_run(
-        self, dag_id: str, run_id: str, state: str, tasks: dict[str, str | None] | None = None
-    ) -> None:
+    def set_run(self, dag_id: str, run_id: str, state: str, tasks: dict[str, str | None] | None = None) -> None:
         """Move a run, and the task instances named in `tasks` ({task_id: state}), to new states."""
         run = self.runs[(dag_id, run_id)]
         run["state"] = state
@@ -319,7 +311,5 @@ class FakeAirflow:
             if ti_state in _DONE:
                 ti["end_date"], ti["duration"] = now(), 1.5
 
-    def add_log(
-        self, dag_id: str, run_id: str, task_id: str, *events: dict[str, Any], try_number: int = 1
-    ) -> None:
+    def add_log(self, dag_id: str, run_id: str, task_id: str, *events: dict[str, Any], try_number: int = 1) -> None:
         self.logs.setdefault((dag_id, run_id, task_id, try_number), []).extend(events)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from service.auth import mint_token
 from tests.service.helpers import Service, example, expect_error

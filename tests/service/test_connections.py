@@ -34,9 +34,7 @@ def test_create_is_201_and_never_returns_the_password(api: Api) -> None:
 
 
 def test_airflow_receives_the_connection_with_its_password(svc: Service, api: Api) -> None:
-    api.create_connection(
-        "warehouse", port=6543, properties={"sslMode": "require", "connectionTimeout": 5000}
-    )
+    api.create_connection("warehouse", port=6543, properties={"sslMode": "require", "connectionTimeout": 5000})
     conn = svc.fake.connections["acme.warehouse"]
     assert (conn["conn_type"], conn["host"], conn["port"], conn["schema"]) == (
         "postgres",
@@ -48,15 +46,9 @@ def test_airflow_receives_the_connection_with_its_password(svc: Service, api: Ap
     assert json.loads(conn["extra"]) == {"sslmode": "require", "connect_timeout": 5}
 
 
-def test_secret_ref_is_resolved_from_the_environment(
-    svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(
-        "PIPELINE_SECRET_PROD_DB_CREDS", json.dumps({"username": "etl", "password": "from-env-42"})
-    )
-    resp = api.post(
-        URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="prod-db.creds")
-    )
+def test_secret_ref_is_resolved_from_the_environment(svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_SECRET_PROD_DB_CREDS", json.dumps({"username": "etl", "password": "from-env-42"}))
+    resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="prod-db.creds"))
     assert resp.status_code == 201, resp.text
     assert resp.json()["credentialSecretRef"] == "prod-db.creds"
     assert resp.json()["hasInlineCredentials"] is False
@@ -96,9 +88,7 @@ def test_bad_properties_are_400_naming_the_property(svc: Service, api: Api) -> N
 
 def test_duplicate_name_is_409(svc: Service, api: Api) -> None:
     api.create_connection("warehouse")
-    resp = api.post(
-        URL, json=connection_body("warehouse", credentials={"username": "u", "password": "other"})
-    )
+    resp = api.post(URL, json=connection_body("warehouse", credentials={"username": "u", "password": "other"}))
     expect_error(resp, 409, "conflict", path="name")
     assert svc.fake.connections["acme.warehouse"]["password"] == CONN_PASSWORD
 

@@ -32,9 +32,7 @@ def advance(svc: Service, execution: dict[str, Any], state: str, tasks: dict[str
 
 
 def test_execute_is_202_queued(svc: Service, acme: Api, active: dict[str, Any]) -> None:
-    resp = acme.post(
-        f"/v1/pipelines/{active['pipelineId']}/execute", json={"parameters": {"start_date": "2026-03-01"}}
-    )
+    resp = acme.post(f"/v1/pipelines/{active['pipelineId']}/execute", json={"parameters": {"start_date": "2026-03-01"}})
     assert resp.status_code == 202, resp.text
     body = resp.json()
     assert body["executionId"].startswith("exec-")
@@ -56,9 +54,7 @@ def test_execute_without_a_body_uses_the_defaults(acme: Api, active: dict[str, A
     assert resp.json()["parameters"] == DEFAULTS
 
 
-def test_dispatch_creates_one_run_named_after_the_execution(
-    svc: Service, acme: Api, active: dict[str, Any]
-) -> None:
+def test_dispatch_creates_one_run_named_after_the_execution(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     execution = acme.execute(active["pipelineId"], parameters={"end_date": "2026-02-28"}, priority="HIGH")
     svc.dispatch()
 
@@ -101,9 +97,7 @@ def test_bad_parameters_are_400_naming_the_parameter(
 
 def test_engine_override_must_be_airflow(acme: Api, active: dict[str, Any]) -> None:
     url = f"/v1/pipelines/{active['pipelineId']}/execute"
-    error = expect_error(
-        acme.post(url, json={"engine_override": "spark"}), 400, "validation_error", "engine_override"
-    )
+    error = expect_error(acme.post(url, json={"engine_override": "spark"}), 400, "validation_error", "engine_override")
     assert "spark" in error["message"] and "airflow" in error["message"]
     assert acme.post(url, json={"engine_override": "airflow"}).status_code == 202
 
@@ -205,9 +199,7 @@ def test_reconciler_updates_the_stored_status(svc: Service, acme: Api, submitted
     assert [e["executionId"] for e in listed["items"]] == [submitted["executionId"]]
 
 
-def test_list_filters_by_pipeline_and_status_and_pages(
-    svc: Service, acme: Api, active: dict[str, Any]
-) -> None:
+def test_list_filters_by_pipeline_and_status_and_pages(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     other = acme.create_pipeline(example("other"))
     first = acme.execute(active["pipelineId"])
     second = acme.execute(active["pipelineId"])
@@ -311,18 +303,14 @@ def test_another_tenants_execution_is_404(svc: Service, submitted: dict[str, Any
     assert svc.fake.runs[(submitted["dagId"], submitted["executionId"])]["state"] == "queued"
 
 
-def test_a_run_deleted_in_airflow_fails_the_execution(
-    svc: Service, acme: Api, submitted: dict[str, Any]
-) -> None:
+def test_a_run_deleted_in_airflow_fails_the_execution(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
     del svc.fake.runs[(submitted["dagId"], submitted["executionId"])]
     body = acme.execution(submitted["executionId"])
     assert body["status"] == "FAILED"
     assert "no longer exists" in body["errorMessage"]
 
 
-def test_logs_of_a_short_task_name_are_not_mixed_up(
-    svc: Service, acme: Api, submitted: dict[str, Any]
-) -> None:
+def test_logs_of_a_short_task_name_are_not_mixed_up(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
     advance(
         svc,
         submitted,

@@ -67,9 +67,7 @@ def test_list_pages_and_filters(svc: Service, acme: Api) -> None:
 
 
 def test_list_rejects_an_unknown_status(acme: Api) -> None:
-    error = expect_error(
-        acme.get("/v1/pipelines", params={"status": "RUNNING"}), 400, "validation_error", "status"
-    )
+    error = expect_error(acme.get("/v1/pipelines", params={"status": "RUNNING"}), 400, "validation_error", "status")
     assert "ACTIVE" in error["message"]
 
 
@@ -154,9 +152,7 @@ def test_merge_without_keys_says_keys_are_needed(acme: Api) -> None:
 def test_request_fields_are_validated_too(acme: Api) -> None:
     expect_error(acme.post("/v1/pipelines", json=example(version="1.0")), 400, "validation_error", "version")
     expect_error(acme.post("/v1/pipelines", json=example("has space")), 400, "validation_error", "name")
-    expect_error(
-        acme.post("/v1/pipelines", json={**example(), "owner": "me"}), 400, "validation_error", "owner"
-    )
+    expect_error(acme.post("/v1/pipelines", json={**example(), "owner": "me"}), 400, "validation_error", "owner")
 
 
 def test_update_adds_a_revision_and_keeps_the_old_one(svc: Service, acme: Api) -> None:
@@ -247,9 +243,7 @@ def test_error_path_keeps_a_dataset_named_like_a_type(acme: Api) -> None:
     )
 
 
-def test_delete_while_airflow_is_down_still_removes_the_file(
-    svc: Service, acme: Api, active: dict[str, Any]
-) -> None:
+def test_delete_while_airflow_is_down_still_removes_the_file(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     svc.fake.down = True
     assert acme.delete(f"/v1/pipelines/{active['pipelineId']}").status_code == 204
     assert not svc.dag_file(active["dagId"]).exists()

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.service.fake_airflow import read_config
 from tests.service.helpers import Api, Service, example, expect_error
 
-TRACEBACK = (
-    'Traceback (most recent call last):\n  File "pipeline_acme__daily-sales-etl.py"\nZeroDivisionError: boom'
-)
+TRACEBACK = 'Traceback (most recent call last):\n  File "pipeline_acme__daily-sales-etl.py"\nZeroDivisionError: boom'
 
 
 def test_import_error_makes_it_invalid_with_the_error_text(svc: Service, acme: Api) -> None:
