@@ -1,4 +1,4 @@
-"""`pipeline-service` command: `up` (Airflow + service in the foreground), `serve`, `token`."""
+"""`pipeline-service` command: `up` (Airflow + service in the foreground), `serve`, `token`, `secret put`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,33 @@ def _token(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(token)
+    return 0
+
+
+def _secret_put(args: argparse.Namespace) -> int:
+    """Store JSON {"username", "password"} read from stdin under `ref` in the configured backend."""
+    from service.secrets import REF_PATTERN, make_backend, parse_credentials
+
+    settings = Settings()
+    if not REF_PATTERN.match(args.ref):
+        print(f"error: '{args.ref}' is not a valid secret ref (letters, digits, '_', '.', '-')", file=sys.stderr)
+        return 2
+    backend = make_backend(settings)
+    put = getattr(backend, "put", None)
+    if put is None:
+        print(
+            f"error: PIPELINE_SECRETS_BACKEND is '{settings.secrets_backend}': set {backend.where(args.ref)} instead "
+            "(or use PIPELINE_SECRETS_BACKEND=file or aws)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        creds = parse_credentials(sys.stdin.read())
+    except ValueError as exc:
+        print(f"error: stdin {exc}", file=sys.stderr)  # the value itself is never echoed
+        return 2
+    put(args.ref, creds)
+    print(f"stored secret '{args.ref}' ({backend.name} backend)")
     return 0
 
 
@@ -67,6 +94,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Airflow call drowns the useful ones
     parser = argparse.ArgumentParser(prog="pipeline-service")
     sub = parser.add_subparsers(dest="command", required=True)
     tok = sub.add_parser("token", help="mint a JWT for local use")
@@ -80,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--airflow-database-url", default=None, help="Airflow metadata DB (default: SQLite in the data dir)"
     )
+    secret = sub.add_parser("secret", help="manage credentialSecretRef secrets (file or aws backend)")
+    secret_sub = secret.add_subparsers(dest="secret_command", required=True)
+    put = secret_sub.add_parser("put", help='store JSON {"username": ..., "password": ...} read from stdin')
+    put.add_argument("ref", help="the credentialSecretRef connections will use")
     args = parser.parse_args(argv)
+    if args.command == "secret":
+        return _secret_put(args)
     if args.command == "token":
         return _token(args)
     if args.command == "serve":

@@ -6,6 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +44,21 @@ class Settings(BaseSettings):
     # Background loops: dispatch of queued executions, deployment of pending pipelines.
     background_interval_seconds: float = 2.0
     background_tasks: bool = True
+    # Executions one tenant may start per rolling minute (counted in the database: holds across replicas).
+    execute_rate_per_minute: int = Field(default=60, ge=1)
+    # A status read younger than this is served from the database; older, it is refreshed from Airflow.
+    status_max_age_seconds: float = 0.25
+    # How long one process answers repeated polls of a finished execution from memory (0: never).
+    status_cache_seconds: float = 1.0
     airflow_port: int = Field(default=8080, validation_alias="AIRFLOW_PORT")
+    # Where credentialSecretRef values resolve: env | file | aws (see service/secrets.py).
+    secrets_backend: Literal["env", "file", "aws"] = "env"
+    secrets_file: Path | None = None  # file backend; default <data dir>/secrets.fernet
+    secrets_aws_region: str | None = None
+    secrets_aws_endpoint_url: str | None = None
+    secrets_aws_prefix: str = ""
+    # Hard limit of POST /v1/pipelines/connections/{id}/test.
+    connection_test_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     def model_post_init(self, __context: object) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -64,6 +79,9 @@ class Settings(BaseSettings):
     @property
     def airflow_home(self) -> Path:
         return self.data_dir / "airflow"
+
+    def resolved_secrets_file(self) -> Path:
+        return self.secrets_file or self.data_dir / "secrets.fernet"
 
     def resolved_jwt_secret(self) -> str:
         return self.jwt_secret or _persisted_secret(self.data_dir / "jwt_secret", lambda: secrets.token_urlsafe(48))

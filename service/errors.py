@@ -52,6 +52,11 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+
+
 class AirflowUnavailable(ServiceError):
     status_code = 503
     code = "airflow_unavailable"

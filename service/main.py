@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from service.airflow.client import AirflowClient
+from service.airflow_management.router import router as airflow_management_router
 from service.config import Settings, get_settings
 from service.connections.router import router as connections_router
 from service.db import make_engine, migrate
@@ -21,6 +22,7 @@ from service.pipelines import dagfile
 from service.pipelines.publisher import Publisher
 from service.pipelines.router import router as pipelines_router
 from service.secrets import Vault
+from service.secrets import make_backend as make_secrets_backend
 from service.workers import make_workers
 
 log = logging.getLogger("service")
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     app.state.jwt_secret = settings.resolved_jwt_secret()
     app.state.vault = Vault(settings.resolved_encryption_key())
+    app.state.secrets = make_secrets_backend(settings)
     app.state.airflow = AirflowClient(
         settings.airflow_url or "", settings.airflow_username, settings.resolved_airflow_password
     )
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(connections_router)
     app.include_router(executions_router)
     app.include_router(pipelines_router)
+    app.include_router(airflow_management_router)
 
     @app.get("/health", tags=["health"])
     def health(request: Request) -> dict[str, Any]:

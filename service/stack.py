@@ -132,6 +132,18 @@ class AirflowStack:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def start_component(self, name: str) -> None:
+        """(Re)start one component stopped by stop_component, e.g. the api-server in an outage test."""
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown Airflow component {name!r} (one of {', '.join(COMPONENTS)})")
+        if name in self.procs and self.procs[name].poll() is None:
+            return
+        log = open(self.home / "logs" / f"{name}.log", "ab")
+        cmd = ["airflow", name] + (["--port", str(self.port)] if name == "api-server" else [])
+        self.procs[name] = subprocess.Popen(
+            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
     def stop(self) -> None:
         for name in list(self.procs):
             self.stop_component(name)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.airflow.client import AirflowClient
-from service.db import session_scope
+from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable, ServiceError
 from service.executions import service as executions
 from service.executions.models import Execution
@@ -49,27 +51,78 @@ class Worker:
 
 
 def dispatch_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:
+    down: AirflowUnavailable | None = None
     with session_scope(sessions) as s:
         for ex, pipeline in executions.pending_submissions(s):
             if executions.ready_to_submit(s, ex, pipeline):
-                executions.submit(ex, airflow)  # AirflowUnavailable propagates: retry next tick
+                try:
+                    executions.submit(ex, airflow)
+                except AirflowUnavailable as exc:
+                    down = exc  # keep the attempt on record (the status shows why it waits); retry next tick
+                    break
+    if down is not None:
+        raise down
 
 
 def reconcile_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:
+    """Bring every submitted, unfinished execution in step with its Airflow run. At start-up this is what
+    picks up runs that finished or failed while the service was down."""
     with session_scope(sessions) as s:
         ids = s.scalars(
             select(Execution.id).where(Execution.submitted.is_(True), Execution.status.in_(["QUEUED", "RUNNING"]))
         ).all()
     for execution_id in ids:
-        with session_scope(sessions) as s:
-            ex = s.get(Execution, execution_id)
-            if ex is not None:
-                try:
-                    executions.refresh(ex, airflow)
-                except AirflowUnavailable:
-                    raise
-                except ServiceError as exc:
-                    log.warning("reconcile %s: %s", execution_id, exc.message)
+        _reconcile_one(sessions, airflow, execution_id, reopen=False)
+
+
+def _reconcile_one(sessions: sessionmaker[Session], airflow: AirflowClient, execution_id: str, *, reopen: bool) -> None:
+    with session_scope(sessions) as s:
+        # Another replica holding the row is reconciling it right now: skip rather than repeat its calls.
+        ex = s.scalars(
+            select(Execution).where(Execution.id == execution_id).with_for_update(skip_locked=True)
+        ).one_or_none()
+        if ex is None:
+            return
+        try:
+            executions.refresh(ex, airflow, reopen=reopen)
+        except AirflowUnavailable:
+            raise
+        except ServiceError as exc:
+            log.warning("reconcile %s: %s", execution_id, exc.message)
+
+
+class ClearedRunsWatch:
+    """Finds runs that Airflow re-ran behind the service's back (cleared in the Airflow UI or API, also while
+    the service was down) and reopens their finished executions. One Airflow call per tick: the runs of
+    every DAG (`~`) updated since the previous look."""
+
+    OVERLAP = timedelta(seconds=30)  # tolerates clock skew between the service and Airflow
+
+    def __init__(self, sessions: sessionmaker[Session], airflow: AirflowClient):
+        self.sessions, self.airflow = sessions, airflow
+        self.since: datetime | None = None
+
+    def _start(self) -> datetime:
+        # Where the service (any replica) last wrote execution state: what changed after it was missed.
+        with session_scope(self.sessions) as s:
+            last = s.scalar(select(func.max(Execution.updated_at)))
+        return (last or utcnow()) - self.OVERLAP
+
+    def step(self) -> None:
+        since = self.since or self._start()
+        looked_at = utcnow()
+        runs: list[dict[str, Any]] = []
+        while True:
+            page = self.airflow.runs_updated_since(since.isoformat(), offset=len(runs))
+            runs += page.get("dag_runs", [])
+            if not page.get("dag_runs") or len(runs) >= int(page.get("total_entries", 0)):
+                break
+        with session_scope(self.sessions) as s:
+            reopened = executions.reopened_in_airflow(s, runs)
+        for execution_id in reopened:
+            log.info("execution %s was re-run in Airflow: following it again", execution_id)
+            _reconcile_one(self.sessions, self.airflow, execution_id, reopen=True)
+        self.since = looked_at - self.OVERLAP
 
 
 def make_workers(
@@ -79,4 +132,5 @@ def make_workers(
         Worker("publisher", publisher.run_pending, interval),
         Worker("dispatcher", lambda: dispatch_step(sessions, airflow), interval),
         Worker("reconciler", lambda: reconcile_step(sessions, airflow), max(interval, 5.0)),
+        Worker("cleared-runs", ClearedRunsWatch(sessions, airflow).step, max(interval, 10.0)),
     ]

@@ -1,8 +1,21 @@
-"""SQL that the builder generates for declarative transformations (no Airflow, no I/O)."""
+"""SQL that the builder generates for declarative transformations (no Airflow, no I/O).
+
+Each function returns one SELECT over earlier datasets (tables of the run's staging schema, found through
+the search_path the SqlTransformOperator sets). Identifiers are quoted; values never appear in it except
+through Jinja (`{{ params.x }}`) in user-written predicates, rendered by Airflow.
+"""
 
 from __future__ import annotations
 
-from dag_factory.spec.models import LookupJoin
+from dag_factory.spec.models import (
+    Aggregate,
+    Aggregation,
+    Deduplicate,
+    Filter,
+    LookupJoin,
+    SelectColumns,
+    SqlTransform,
+)
 
 
 def quote(identifier: str) -> str:
@@ -15,3 +28,57 @@ def lookup_join_sql(t: LookupJoin) -> str:
     on = " AND ".join(f"i.{quote(a)} = l.{quote(b)}" for a, b in t.on.items())
     join = "LEFT JOIN" if t.how == "left" else "JOIN"
     return f"SELECT i.*, {added} FROM {quote(t.input)} AS i {join} {quote(t.lookup)} AS l ON {on}"
+
+
+def filter_sql(t: Filter) -> str:
+    # Parenthesised so that a condition with OR stays one predicate.
+    return f"SELECT * FROM {quote(t.input)} WHERE ({t.condition})"
+
+
+def _aggregation(a: Aggregation) -> str:
+    if a.function == "count":
+        return f"count({quote(a.column)})" if a.column else "count(*)"
+    if a.function == "count_distinct":
+        return f"count(DISTINCT {quote(a.column or '')})"
+    return f"{a.function}({quote(a.column or '')})"
+
+
+def aggregate_sql(t: Aggregate) -> str:
+    keys = [quote(c) for c in t.group_by]
+    outputs = keys + [f"{_aggregation(a)} AS {quote(name)}" for name, a in t.aggregates.items()]
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    return f"SELECT {', '.join(outputs)} FROM {quote(t.input)}{group}"
+
+
+def deduplicate_sql(t: Deduplicate) -> str:
+    """DISTINCT ON keeps the first row of each key group in ORDER BY order (PostgreSQL)."""
+    keys = ", ".join(quote(k) for k in t.keys)
+    order = ", ".join([*(quote(k) for k in t.keys), *(f"{quote(c)} {t.direction.upper()}" for c in t.order_by)])
+    return f"SELECT DISTINCT ON ({keys}) * FROM {quote(t.input)} ORDER BY {order}"
+
+
+def select_columns_sql(t: SelectColumns) -> str:
+    columns = []
+    for name, c in t.columns.items():
+        expr = quote(c.from_ or name)
+        if c.cast:
+            expr = f"CAST({expr} AS {c.cast})"
+        columns.append(f"{expr} AS {quote(name)}")
+    return f"SELECT {', '.join(columns)} FROM {quote(t.input)}"
+
+
+_GENERATORS = {
+    "lookup_join": lookup_join_sql,
+    "filter": filter_sql,
+    "aggregate": aggregate_sql,
+    "deduplicate": deduplicate_sql,
+    "select_columns": select_columns_sql,
+}
+
+
+def transformation_sql(t: object) -> str | None:
+    """The SELECT of a SQL-based transformation; None for the others (python)."""
+    if isinstance(t, SqlTransform):
+        return t.sql
+    generate = _GENERATORS.get(getattr(t, "type", ""))
+    return generate(t) if generate else None  # type: ignore[operator]

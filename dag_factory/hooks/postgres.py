@@ -112,20 +112,40 @@ class PgSession:
     def exists(self, table: Table) -> bool:
         return bool(self.columns(table))
 
+    def create_dataset(self, table: tuple[str, str], query: sql.Composable, *, view: bool = False) -> int:
+        """(Re)create a staging dataset from a query, as an unlogged table or a view; returns its rows
+        (-1 for a view: nothing was computed). Unlogged: it lives for one run, so it need not survive a
+        crash, nor fill the WAL (about half the cost of writing it)."""
+        ident = sql.Identifier(*table)
+        self.cur.execute(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (".".join(f'"{p}"' for p in table),)
+        )
+        found = self.cur.fetchone()
+        if found:  # a retry, maybe after the materialisation changed
+            self.execute(sql.SQL("DROP VIEW {}" if found[0] == "v" else "DROP TABLE {}").format(ident))
+        kind = sql.SQL("VIEW" if view else "UNLOGGED TABLE")
+        rows = self.execute(sql.SQL("CREATE {} {} AS {}").format(kind, ident, query))
+        return -1 if view else rows
+
     def ensure_schema(self, schema: str) -> None:
         # Concurrent `CREATE SCHEMA IF NOT EXISTS` can still fail on pg_namespace's unique index; the
         # transaction-scoped advisory lock serialises creators (tasks run in parallel) until commit.
         self.cur.execute("SELECT pg_advisory_xact_lock(hashtext('dag_factory:' || %s))", (schema,))
         self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
-    def create_table(self, table: Table, columns: Columns, *, replace: bool = False) -> None:
-        """Create `table` with `columns`; replace=True drops it first (so retries start clean)."""
+    def create_table(self, table: Table, columns: Columns, *, replace: bool = False, unlogged: bool = False) -> None:
+        """Create `table` with `columns`; replace=True drops it first (so retries start clean).
+
+        unlogged=True for staging tables: they live for one run and are dropped after it, so writing
+        them to the WAL (about half the cost of a bulk load) buys nothing.
+        """
         ident = table_ident(table)
         if replace:
             self.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
         defs = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns)
         exists = sql.SQL("") if replace else sql.SQL("IF NOT EXISTS ")
-        self.execute(sql.SQL("CREATE TABLE {}{} ({})").format(exists, ident, defs))
+        kind = sql.SQL("UNLOGGED TABLE") if unlogged else sql.SQL("TABLE")
+        self.execute(sql.SQL("CREATE {} {}{} ({})").format(kind, exists, ident, defs))
 
 
 class PostgresHook:
@@ -203,6 +223,14 @@ class PostgresHook:
         with self.session(read_only=True) as s:
             return s.require_columns(table, f"connection {self.conn_id}")
 
+    def row_count(self, table: Table) -> int | None:
+        """Rows of a table; None when it does not exist."""
+        with self.session(read_only=True) as s:
+            if not s.exists(table):
+                return None
+            s.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(table)))
+            return int(s.cur.fetchone()[0])
+
     def ensure_schema(self, schema: str) -> None:
         with self.session() as s:
             s.ensure_schema(schema)
@@ -212,14 +240,16 @@ class PostgresHook:
     ) -> int:
         """Stream `query`'s rows into `dest_table` of `dest` as binary COPY; returns the rows copied.
 
-        With `create`, the destination table is (re)created with those columns in the same destination
-        transaction, so a failed or retried copy never leaves partial data behind.
+        With `create`, the destination table is (re)created (unlogged: a staging table) with those columns
+        in the same destination transaction, so a failed or retried copy never leaves partial data behind;
+        and, being new in this transaction, it is loaded with FREEZE (no later rewrite of every row's flags).
         """
         copy_out = sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
-        copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(table_ident(dest_table))
+        options = sql.SQL("FORMAT BINARY, FREEZE" if create is not None else "FORMAT BINARY")
+        copy_in = sql.SQL("COPY {} FROM STDIN ({})").format(table_ident(dest_table), options)
         with self.session(read_only=True) as src, dest.session() as dst:
             if create is not None:
-                dst.create_table(dest_table, create, replace=True)
+                dst.create_table(dest_table, create, replace=True, unlogged=True)
             with src.cur.copy(copy_out) as out, dst.cur.copy(copy_in) as into:
                 for block in out:
                     into.write(block)

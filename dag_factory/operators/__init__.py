@@ -4,6 +4,7 @@ Each run works in its own staging schema, `staging_schema(run_id)`, of the stagi
 """
 
 from dag_factory.operators.load import LoadTableOperator
+from dag_factory.operators.python import PythonStepOperator
 from dag_factory.operators.quality import QualityCheckOperator
 from dag_factory.operators.sql import SqlTransformOperator
 from dag_factory.operators.staging import (
@@ -17,6 +18,7 @@ __all__ = [
     "CleanupStagingOperator",
     "LoadTableOperator",
     "PrepareStagingOperator",
+    "PythonStepOperator",
     "QualityCheckOperator",
     "SqlTransformOperator",
     "StageTableOperator",

@@ -53,6 +53,7 @@ class LoadTableOperator(PipelineOperator):
             self._ship(staged, sink)
         with sink.session() as s:
             rows = self._write(s, staged)
+        self.record_lineage([(self.staging_conn_id, staged)], [(self.sink_conn_id, self.table, rows)])
         self.log.info("%s: wrote %s rows into %s on %s", self.mode, rows, self.table, self.sink_conn_id)
         return {"table": self.table, "rows": rows}
 

@@ -26,20 +26,28 @@ class SqlTransformOperator(PipelineOperator):
 
     template_fields: Sequence[str] = ("sql",)
 
-    def __init__(self, *, staging_conn_id: str, dataset: str, sql: str, **kwargs: Any):
+    def __init__(self, *, staging_conn_id: str, dataset: str, sql: str, materialize: str = "table", **kwargs: Any):
         super().__init__(**kwargs)
         self.staging_conn_id = staging_conn_id
         self.dataset = dataset
         self.sql = sql
+        self.materialize = materialize
+
+    def _inputs(self, schema: str) -> list[tuple[str, tuple[str, str]]]:
+        """Tables the SELECT reads: bare names are datasets of this run's schema (lineage only: best effort)."""
+        from dag_factory.spec import sql_table_refs
+
+        refs = sql_table_refs(self.sql) or []
+        return [(self.staging_conn_id, (s or schema, name)) for s, name in refs]
 
     def execute(self, context: Any) -> dict[str, Any]:
         schema = staging_schema(context["run_id"])
-        target = sql.Identifier(schema, self.dataset)
-        rows = PostgresHook(self.staging_conn_id).run(
+        with PostgresHook(self.staging_conn_id).session() as session:
             # SET LOCAL: the search_path lasts for this transaction only.
-            sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)),
-            sql.SQL("DROP TABLE IF EXISTS {}").format(target),
-            sql.SQL("CREATE TABLE {} AS {}").format(target, sql.SQL(strip_statement(self.sql))),
-        )
-        self.log.info("transformation %s: %s rows in %s.%s", self.task_id, rows, schema, self.dataset)
-        return {"dataset": self.dataset, "rows": rows}
+            session.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
+            query = sql.SQL(strip_statement(self.sql))
+            rows = session.create_dataset((schema, self.dataset), query, view=self.materialize == "view")
+        self.record_lineage(self._inputs(schema), [(self.staging_conn_id, (schema, self.dataset), rows)])
+        what = "a view" if rows < 0 else f"{rows} rows"
+        self.log.info("transformation %s: %s in %s.%s", self.task_id, what, schema, self.dataset)
+        return {"dataset": self.dataset, "rows": rows if rows >= 0 else None}

@@ -66,6 +66,7 @@ class StageTableOperator(PipelineOperator):
         table: str,
         dataset: str,
         where: str | None = None,
+        materialize: str = "table",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -74,6 +75,7 @@ class StageTableOperator(PipelineOperator):
         self.table = table
         self.dataset = dataset
         self.where = where
+        self.materialize = materialize
 
     def _select(self, columns: sql.Composable) -> sql.Composed:
         query = sql.SQL("SELECT {} FROM {}").format(columns, table_ident(self.table))
@@ -86,15 +88,14 @@ class StageTableOperator(PipelineOperator):
         target = (staging_schema(context["run_id"]), self.dataset)
         staging = PostgresHook(self.staging_conn_id)
         if self.source_conn_id == self.staging_conn_id:
-            # Same database: no data leaves the server. Drop first so a retry starts from scratch.
-            rows = staging.run(
-                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*target)),
-                sql.SQL("CREATE TABLE {} AS {}").format(sql.Identifier(*target), self._select(sql.SQL("*"))),
-            )
+            # Same database: no data leaves the server (a view: not even a copy is written).
+            with staging.session() as s:
+                rows = s.create_dataset(target, self._select(sql.SQL("*")), view=self.materialize == "view")
         else:
             source = PostgresHook(self.source_conn_id)
             columns = source.require_columns(self.table)
             query = self._select(column_list([name for name, _ in columns]))
             rows = source.copy_query_to(query, staging, target, create=columns)
-        self.log.info("staged %s rows of %s as %s.%s", rows, self.table, *target)
-        return {"dataset": self.dataset, "rows": rows}
+        self.record_lineage([(self.source_conn_id, self.table)], [(self.staging_conn_id, target, rows)])
+        self.log.info("staged %s of %s as %s.%s", "a view" if rows < 0 else f"{rows} rows", self.table, *target)
+        return {"dataset": self.dataset, "rows": rows if rows >= 0 else None}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from dag_factory.exceptions import DefinitionError
-from dag_factory.spec.models import LookupJoin, PipelineDefinition
+from dag_factory.spec.expectations import known_expectations
+from dag_factory.spec.models import Filter, PipelineDefinition, PythonStep, SqlTransform
 
 
 def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -32,31 +36,191 @@ def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
     return errors
 
 
-_UNIONS = {"sources": {"postgres"}, "sinks": {"postgres"}, "transformations": {"sql_transform", "lookup_join"}}
+_UNIONS = {
+    "sources": {"postgres"},
+    "sinks": {"postgres"},
+    "transformations": {
+        "sql_transform",
+        "lookup_join",
+        "filter",
+        "aggregate",
+        "deduplicate",
+        "select_columns",
+        "python",
+    },
+}
+# Callables a python step may name: always our own examples, plus the operator's allow-list.
+ALLOWED_CALLABLES_ENV = "PIPELINE_PYTHON_CALLABLES"
+_BUILTIN_CALLABLES = ("dag_factory.callables.*",)
+# Jinja in SQL ({{ params.x }}) is replaced by a literal before parsing: it only ever stands for values.
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+
+Errors = list[dict[str, str]]
 
 
-def _reference_errors(d: PipelineDefinition) -> list[dict[str, str]]:
-    errors: list[dict[str, str]] = []
+def allowed_callables() -> list[str]:
+    """Exact dotted paths or `package.module.*`, from PIPELINE_PYTHON_CALLABLES (comma-separated)."""
+    extra = [e.strip() for e in os.environ.get(ALLOWED_CALLABLES_ENV, "").split(",") if e.strip()]
+    return [*_BUILTIN_CALLABLES, *extra]
+
+
+def callable_allowed(path: str) -> bool:
+    return any(path == e or (e.endswith(".*") and path.startswith(e[:-1])) for e in allowed_callables())
+
+
+def sql_table_refs(statement: str) -> list[tuple[str | None, str]] | None:
+    """(schema, table) of every table a statement reads (CTEs excluded); None when it does not parse.
+
+    Names followed by `(` are table functions (generate_series(...)), not tables.
+    """
+    import openlineage_sql  # a compiled parser (no Airflow); imported when a definition has SQL
+
+    text = _JINJA.sub("0", statement)
+    result = openlineage_sql.parse([text], dialect="postgres")
+    if result.errors:
+        return None
+    refs = []
+    for t in result.in_tables:
+        if re.search(rf"\b{re.escape(t.name)}\s*\(", text):
+            continue
+        quoted = t.quote_style is not None and t.quote_style.name is not None
+        refs.append((t.database or t.schema, t.name if quoted else t.name.lower()))
+    return refs
+
+
+def _sql_errors(statement: str, where: str, inputs: list[str], known: set[str]) -> Errors:
+    errors = []
+    for schema, name in sql_table_refs(statement) or []:
+        if schema is not None or name in inputs:
+            continue
+        if name in known:
+            message = f"reads dataset '{name}' which is not in its inputs (add it, so the step waits for it)"
+        else:
+            message = (
+                f"unknown table '{name}': not an earlier dataset ({', '.join(sorted(known)) or 'none'}); "
+                "qualify tables of the staging database with their schema (public.{name})".replace("{name}", name)
+            )
+        errors.append({"path": where, "message": message})
+    return errors
+
+
+def _transformation_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
+    errors: Errors = []
     known: set[str] = set(d.sources)
     for i, t in enumerate(d.transformations):
+        here = f"transformations[{i}]"
         if t.name in known:
-            errors.append({"path": f"transformations[{i}].name", "message": f"dataset name '{t.name}' is used twice"})
-        fields = ["input", "lookup"] if isinstance(t, LookupJoin) else ["inputs"]
-        for field in fields:
-            values = getattr(t, field)
+            errors.append({"path": f"{here}.name", "message": f"dataset name '{t.name}' is used twice"})
+        for field in ("input", "lookup", "inputs"):
+            values = getattr(t, field, None)
+            if values is None:
+                continue
             for j, name in enumerate(values if isinstance(values, list) else [values]):
                 if name not in known:
-                    where = f"transformations[{i}].{field}" + (f"[{j}]" if isinstance(values, list) else "")
+                    where = f"{here}.{field}" + (f"[{j}]" if isinstance(values, list) else "")
                     errors.append({"path": where, "message": _unknown(name, known)})
+        if isinstance(t, SqlTransform) and check_sql:
+            errors += _sql_errors(t.sql, f"{here}.sql", t.inputs, known)
+        elif isinstance(t, Filter) and check_sql:
+            errors += _sql_errors(
+                f"SELECT 1 FROM {t.input} WHERE ({t.condition})", f"{here}.condition", [t.input], known
+            )
+        elif isinstance(t, PythonStep) and not callable_allowed(t.callable):
+            message = f"'{t.callable}' is not allow-listed ({ALLOWED_CALLABLES_ENV}: {', '.join(allowed_callables())})"
+            errors.append({"path": f"{here}.callable", "message": message})
         known.add(t.name)
+    return errors
+
+
+def _steps(d: PipelineDefinition) -> dict[tuple[str, str], tuple[str, Any]]:
+    """Every step of the graph, keyed (kind, name), with its JSON path and model."""
+    steps: dict[tuple[str, str], tuple[str, Any]] = {}
+    for name, src in d.sources.items():
+        steps[("dataset", name)] = (f"sources.{name}", src)
+    for i, t in enumerate(d.transformations):
+        steps[("dataset", t.name)] = (f"transformations[{i}]", t)
+    for name, sink in d.sinks.items():
+        steps[("sink", name)] = (f"sinks.{name}", sink)
+    return steps
+
+
+def step_key(d_names: set[str], sink_names: set[str], name: str) -> tuple[str, str] | None:
+    """A depends_on entry names a dataset (source or transformation) or, failing that, a sink."""
+    if name in d_names:
+        return ("dataset", name)
+    return ("sink", name) if name in sink_names else None
+
+
+def _dependency_errors(d: PipelineDefinition) -> Errors:
+    errors: Errors = []
+    steps = _steps(d)
+    datasets, sinks = {n for k, n in steps if k == "dataset"}, set(d.sinks)
+    graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key, (path, step) in steps.items():
+        inputs = step.input_names() if hasattr(step, "input_names") else [getattr(step, "input", None)]
+        graph[key] = [("dataset", n) for n in inputs if n in datasets]
+        for j, name in enumerate(step.depends_on):
+            dep = step_key(datasets, sinks, name)
+            if dep is None:
+                known = ", ".join(sorted(datasets | sinks))
+                errors.append({"path": f"{path}.depends_on[{j}]", "message": f"unknown step '{name}' (known: {known})"})
+            elif dep == key:
+                errors.append({"path": f"{path}.depends_on[{j}]", "message": "a step cannot depend on itself"})
+            else:
+                graph[key].append(dep)
+    if not errors:
+        cycle = find_cycle(graph)
+        if cycle:
+            names = " -> ".join(n for _, n in cycle)
+            errors.append({"path": f"{steps[cycle[0]][0]}.depends_on", "message": f"dependency cycle: {names}"})
+    return errors
+
+
+def find_cycle(graph: dict[Any, list[Any]]) -> list[Any] | None:
+    """One cycle of a directed graph as [a, b, ..., a], or None (iterative DFS: definitions can be long)."""
+    state: dict[Any, int] = {}  # 1: on the current path, 2: done
+    for root in graph:
+        if root in state:
+            continue
+        path, stack = [root], [iter(graph.get(root, []))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(graph.get(nxt, [])))
+    return None
+
+
+def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
+    errors = _transformation_errors(d, check_sql)
+    staging = d.staging_connection()
+    for name, src in d.sources.items():
+        if src.materialize == "view" and src.connection != staging:
+            message = f"a view needs the source on the staging connection '{staging}' (here: '{src.connection}')"
+            errors.append({"path": f"sources.{name}.materialize", "message": message})
+    known = set(d.sources) | {t.name for t in d.transformations}
     for name, sink in d.sinks.items():
         if sink.input not in known:
             errors.append({"path": f"sinks.{name}.input", "message": _unknown(sink.input, known)})
+    errors += _dependency_errors(d)
+    expectations = known_expectations()
     for i, check in enumerate(d.quality_checks):
         if check.dataset not in d.sinks:
             errors.append(
                 {"path": f"quality_checks[{i}].dataset", "message": _unknown(check.dataset, set(d.sinks), "sink")}
             )
+        if check.expectation not in expectations:
+            close = difflib.get_close_matches(check.expectation, expectations, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            message = f"unknown great-expectations expectation '{check.expectation}'{hint}"
+            errors.append({"path": f"quality_checks[{i}].expectation", "message": message})
     for pname, p in d.parameters.items():
         if p.default is not None:
             errors += [{"path": f"parameters.{pname}.default", "message": m} for m in param_errors(p, p.default)]
@@ -76,13 +240,17 @@ def param_errors(spec: Any, value: Any) -> list[str]:
     return [e.message for e in validator.iter_errors(value)]
 
 
-def validate_definition(data: Any) -> PipelineDefinition:
-    """Parse and check a definition; raise DefinitionError naming every bad JSON path."""
+def validate_definition(data: Any, *, check_sql: bool = True) -> PipelineDefinition:
+    """Parse and check a definition; raise DefinitionError naming every bad JSON path.
+
+    check_sql=False skips parsing the SQL for its table references: the DAG builder does, because the
+    service checked them when it accepted the definition, and the DAG files are parsed far more often.
+    """
     try:
         definition = PipelineDefinition.model_validate(data)
     except ValidationError as exc:
         raise DefinitionError(_pydantic_errors(exc)) from None
-    errors = _reference_errors(definition)
+    errors = _reference_errors(definition, check_sql)
     if errors:
         raise DefinitionError(errors)
     return definition

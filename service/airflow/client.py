@@ -24,6 +24,21 @@ class AirflowConflict(UpstreamError):
     code = "airflow_conflict"
 
 
+class AirflowRejected(UpstreamError):
+    """Airflow refused the request's content (HTTP 400/422), e.g. a trigger conf that fails the DAG's params."""
+
+    status_code = 400
+    code = "airflow_rejected"
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        detail = resp.json().get("detail", resp.text)
+    except (ValueError, AttributeError):
+        detail = resp.text
+    return str(detail)[:500]
+
+
 class AirflowClient:
     def __init__(
         self,
@@ -76,6 +91,8 @@ class AirflowClient:
             raise AirflowNotFound(f"not found in Airflow: {path}")
         if resp.status_code == 409:
             raise AirflowConflict(f"conflict in Airflow: {path}")
+        if resp.status_code in (400, 422):
+            raise AirflowRejected(f"Airflow refused {method} {path}: {_detail(resp)}")
         if resp.status_code >= 400:
             raise UpstreamError(f"Airflow answered HTTP {resp.status_code} to {method} {path}: {resp.text[:300]}")
         return resp
@@ -139,6 +156,30 @@ class AirflowClient:
     def list_runs(self, dag_id: str, limit: int = 25, offset: int = 0) -> dict[str, Any]:
         params = {"limit": limit, "offset": offset, "order_by": "-run_after"}
         return dict(self._json("GET", f"/dags/{dag_id}/dagRuns", params=params))
+
+    def runs_updated_since(self, since: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        """Runs of every DAG (`~`) whose row changed at or after `since` (ISO 8601), oldest change first."""
+        params = {"updated_at_gte": since, "limit": limit, "offset": offset, "order_by": "updated_at"}
+        return dict(self._json("GET", "/dags/~/dagRuns", params=params))
+
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
+        """Re-run `task_ids` of one run; the run goes back to queued (reset_dag_runs)."""
+        body = {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "only_failed": False,
+            "reset_dag_runs": True,
+            "include_upstream": False,
+            "include_downstream": False,
+        }
+        data = self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+        return list((data or {}).get("task_instances", []))
+
+    def xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """The list endpoint carries no values, so each value is one call (the caller fetches each once)."""
+        data = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        return (data or {}).get("value")
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
         return dict(self._json("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}))

@@ -2,23 +2,36 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.auth import CurrentPrincipal
 from service.connections import repository, service
-from service.connections.schemas import ConnectionIn, ConnectionOut
+from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut
 from service.db import DbSession
 from service.deps import Airflow, VaultDep
 from service.schemas import Page
+from service.secrets import SecretsBackend
 
 router = APIRouter(prefix="/v1/pipelines/connections", tags=["connections"])
 
 
+def _secrets(request: Request) -> SecretsBackend:
+    return request.app.state.secrets  # type: ignore[no-any-return]
+
+
+Secrets = Annotated[SecretsBackend, Depends(_secrets)]
+
+
 @router.post("", status_code=201, response_model=ConnectionOut, response_model_by_alias=True)
 def create_connection(
-    body: ConnectionIn, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, vault: VaultDep
+    body: ConnectionIn,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    airflow: Airflow,
+    vault: VaultDep,
+    secrets: Secrets,
 ) -> ConnectionOut:
-    return service.to_out(service.create(session, principal, body, airflow, vault))
+    return service.to_out(service.create(session, principal, body, airflow, vault, secrets))
 
 
 @router.get("", response_model=Page[ConnectionOut], response_model_by_alias=True)
@@ -36,6 +49,32 @@ def list_connections(
 @router.get("/{connection_id}", response_model=ConnectionOut, response_model_by_alias=True)
 def get_connection(connection_id: str, principal: CurrentPrincipal, session: DbSession) -> ConnectionOut:
     return service.to_out(service.get_or_404(session, principal.tenant_id, connection_id))
+
+
+@router.put("/{connection_id}", response_model=ConnectionOut, response_model_by_alias=True)
+def update_connection(
+    connection_id: str,
+    body: ConnectionIn,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    airflow: Airflow,
+    vault: VaultDep,
+    secrets: Secrets,
+) -> ConnectionOut:
+    return service.to_out(service.update(session, principal, connection_id, body, airflow, vault, secrets))
+
+
+@router.post("/{connection_id}/test", response_model=ConnectionTestOut, response_model_by_alias=True)
+def test_connection(
+    connection_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    vault: VaultDep,
+    secrets: Secrets,
+) -> ConnectionTestOut:
+    timeout = request.app.state.settings.connection_test_timeout_seconds
+    return service.check(session, principal.tenant_id, connection_id, vault, secrets, timeout)
 
 
 @router.delete("/{connection_id}", status_code=204)

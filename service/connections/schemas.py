@@ -17,13 +17,19 @@ class CredentialsIn(ApiModel):
 
 
 class ConnectionIn(ApiModel):
+    """The fields each type needs are checked by connections.build_spec (errors name the field).
+
+    postgres: host, port, database. jdbc/sql: the same, or `url`. s3: properties.bucket (+ region,
+    endpointUrl, prefix). http: host (+ port) or `url`, properties.healthPath/headers."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN)
-    type: Literal["postgres", "jdbc"]
-    host: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$")
-    port: int = Field(default=5432, ge=1, le=65535)
-    database: str = Field(min_length=1, max_length=255)
+    type: Literal["postgres", "jdbc", "sql", "s3", "http"]
+    host: str | None = Field(default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    database: str | None = Field(default=None, min_length=1, max_length=255)
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
     credential_secret_ref: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
     credentials: CredentialsIn | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
@@ -42,3 +48,22 @@ class ConnectionOut(ApiModel):
     airflow_connection_id: str
     created_at: datetime
     updated_at: datetime
+
+
+class StageOut(ApiModel):
+    name: Literal["credentials", "dns", "tcp", "tls", "authentication", "privilege"]
+    ok: bool
+    ms: int
+    message: str
+
+
+class ConnectionTestOut(ApiModel):
+    """A failed test is still a 200: the request was fine, the connection is not."""
+
+    connected: bool
+    latency_ms: int
+    version: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    stages: list[StageOut]
+    failed_stage: str | None = None
+    hint: str | None = None

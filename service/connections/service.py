@@ -1,36 +1,43 @@
-"""Connections: stored per tenant, materialised as Airflow connections; secrets never leave this module
-except towards Airflow's connection store."""
+"""Connections: stored per tenant, materialised as Airflow connections, tested in the service process.
+
+Secrets never leave this module except towards Airflow's connection store (its password field) and the
+driver of a connection test; the API returns only whether inline credentials exist."""
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from connections import ConnectionSpec, Credentials, airflow_connection
-from connections.types import PostgresProperties
-from dag_factory.spec import json_path
+from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_connection, build_spec
+from connections.testing import Stage, TestResult, check_connection
+from connections.types import SQL_TYPES
 from service import naming
 from service.airflow.client import AirflowClient
 from service.auth import Principal
 from service.connections import repository
 from service.connections.models import Connection
-from service.connections.schemas import ConnectionIn, ConnectionOut
-from service.errors import Conflict, NotFound, UpstreamError, ValidationFailed
+from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut, StageOut
+from service.errors import Conflict, NotFound, ServiceError, UpstreamError, ValidationFailed
 from service.pipelines import repository as pipeline_repo
-from service.secrets import Vault, resolve_secret_ref
+from service.secrets import SecretsBackend, Vault, resolve
+
+log = logging.getLogger(__name__)
 
 
-def _validate_properties(body: ConnectionIn) -> None:
+def _spec(body: ConnectionIn) -> ConnectionSpec:
     try:
-        PostgresProperties.model_validate(body.properties)
-    except ValidationError as exc:
-        details = [{"path": json_path(["properties", *e["loc"]]), "message": e["msg"]} for e in exc.errors()]
-        raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details) from None
+        return build_spec(
+            body.type, host=body.host, port=body.port, database=body.database, url=body.url, properties=body.properties
+        )
+    except InvalidConnection as exc:
+        raise ValidationFailed(str(exc), details=exc.errors) from None
 
 
-def _credentials(body: ConnectionIn) -> Credentials:
+def _new_credentials(body: ConnectionIn, secrets: SecretsBackend) -> Credentials | None:
+    """The credentials the body gives (inline or by ref), or None when it gives none."""
     if body.credentials is not None and body.credential_secret_ref:
         raise ValidationFailed(
             "give either credentialSecretRef or credentials, not both",
@@ -40,29 +47,56 @@ def _credentials(body: ConnectionIn) -> Credentials:
         pw = body.credentials.password.get_secret_value() if body.credentials.password else None
         return Credentials(username=body.credentials.username, password=pw)
     if body.credential_secret_ref:
-        return resolve_secret_ref(body.credential_secret_ref)
-    raise ValidationFailed(
-        "credentialSecretRef or credentials is required",
-        details=[{"path": "credentialSecretRef", "message": "required (or inline credentials)"}],
+        return resolve(secrets, body.credential_secret_ref)
+    return None
+
+
+def _require_credentials(type_: str, creds: Credentials | None) -> None:
+    if creds is None and type_ in SQL_TYPES:
+        raise ValidationFailed(
+            "credentialSecretRef or credentials is required",
+            details=[{"path": "credentialSecretRef", "message": "required (or inline credentials)"}],
+        )
+
+
+def _apply(conn: Connection, spec: ConnectionSpec) -> None:
+    conn.type, conn.host, conn.port, conn.database = spec.type, spec.host, spec.port, spec.database
+    conn.properties = spec.properties
+
+
+def spec_of(conn: Connection) -> ConnectionSpec:
+    return ConnectionSpec(
+        type=conn.type, host=conn.host, port=conn.port, database=conn.database, properties=dict(conn.properties)
     )
 
 
-def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials) -> None:
-    spec = ConnectionSpec(
-        type=conn.type, host=conn.host, port=conn.port, database=conn.database, properties=conn.properties
-    )
+def stored_credentials(conn: Connection, vault: Vault, secrets: SecretsBackend) -> Credentials | None:
+    if conn.credentials_encrypted:
+        return vault.open(conn.credentials_encrypted)
+    if conn.credential_secret_ref:
+        return resolve(secrets, conn.credential_secret_ref)
+    return None
+
+
+def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials | None) -> None:
     try:
-        airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec, creds))
+        airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec_of(conn), creds))
     except UpstreamError:
         # Airflow's error body could echo the request, password included: say only what failed.
         raise UpstreamError(f"Airflow refused the connection '{conn.name}'") from None
 
 
 def create(
-    session: Session, principal: Principal, body: ConnectionIn, airflow: AirflowClient, vault: Vault
+    session: Session,
+    principal: Principal,
+    body: ConnectionIn,
+    airflow: AirflowClient,
+    vault: Vault,
+    secrets: SecretsBackend,
 ) -> Connection:
-    _validate_properties(body)
-    creds = _credentials(body)
+    spec = _spec(body)
+    creds = _new_credentials(body, secrets)
+    _require_credentials(spec.type, creds)
     if repository.by_name(session, principal.tenant_id, body.name):
         raise Conflict(
             f"a connection named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}]
@@ -71,20 +105,62 @@ def create(
         id="conn-" + uuid.uuid4().hex[:20],
         tenant_id=principal.tenant_id,
         name=body.name,
-        type=body.type,
-        host=body.host,
-        port=body.port,
-        database=body.database,
         credential_secret_ref=body.credential_secret_ref,
-        credentials_encrypted=vault.seal(creds) if body.credentials is not None else None,
-        properties=body.properties,
+        credentials_encrypted=vault.seal(creds) if body.credentials is not None and creds else None,
         airflow_conn_id=naming.airflow_conn_id(principal.tenant_id, body.name),
     )
+    _apply(conn, spec)
     session.add(conn)
     session.flush()
     # Airflow last: if it fails, the request's transaction rolls back and nothing is half-stored.
     materialise(airflow, conn, creds)
     return conn
+
+
+def update(
+    session: Session,
+    principal: Principal,
+    connection_id: str,
+    body: ConnectionIn,
+    airflow: AirflowClient,
+    vault: Vault,
+    secrets: SecretsBackend,
+) -> Connection:
+    """Replace the connection's settings; without credentials/credentialSecretRef the stored ones stay.
+
+    The Airflow connection keeps its id, so DAGs pick up the change at their next run, unchanged."""
+    conn = get_or_404(session, principal.tenant_id, connection_id)
+    if body.name != conn.name:
+        message = f"a connection cannot be renamed (pipelines refer to '{conn.name}' by name): create a new one"
+        raise ValidationFailed(message, details=[{"path": "name", "message": message}])
+    spec = _spec(body)
+    if (conn.type in SQL_TYPES) != (spec.type in SQL_TYPES):
+        in_use = users(session, principal.tenant_id, conn.name)
+        if in_use:
+            raise Conflict(
+                f"connection '{conn.name}' is used by pipeline(s) {', '.join(in_use)} as a database: "
+                f"it cannot become type '{spec.type}'",
+                details={"pipelines": in_use},
+            )
+    creds = _new_credentials(body, secrets)
+    if body.credentials is not None and creds is not None:
+        conn.credentials_encrypted, conn.credential_secret_ref = vault.seal(creds), None
+    elif body.credential_secret_ref:
+        conn.credentials_encrypted, conn.credential_secret_ref = None, body.credential_secret_ref
+    else:
+        creds = _stored_or_400(conn, vault, secrets)
+    _require_credentials(spec.type, creds)
+    _apply(conn, spec)
+    session.flush()
+    materialise(airflow, conn, creds)
+    return conn
+
+
+def _stored_or_400(conn: Connection, vault: Vault, secrets: SecretsBackend) -> Credentials | None:
+    try:
+        return stored_credentials(conn, vault, secrets)
+    except RuntimeError as exc:  # undecryptable inline credentials: the user must give new ones
+        raise ValidationFailed(str(exc), details=[{"path": "credentials", "message": str(exc)}]) from None
 
 
 def get_or_404(session: Session, tenant_id: str, connection_id: str) -> Connection:
@@ -115,6 +191,51 @@ def delete(session: Session, principal: Principal, connection_id: str, airflow: 
     session.delete(conn)
     session.flush()
     airflow.delete_connection(conn.airflow_conn_id)
+
+
+def check(
+    session: Session, tenant_id: str, connection_id: str, vault: Vault, secrets: SecretsBackend, timeout: float
+) -> ConnectionTestOut:
+    """The staged test with the stored secret (never a masked value). Failing is a result, not an error."""
+    conn = get_or_404(session, tenant_id, connection_id)
+    t0 = time.monotonic()
+    if conn.credential_secret_ref:
+        label = secrets.where(conn.credential_secret_ref)
+        source = f"credentials from {label}"
+    elif conn.credentials_encrypted:
+        label = "the connection's inline credentials (PUT the connection with new ones)"
+        source = "the connection's inline credentials"
+    else:
+        label, source = "the connection's credentials (none are set)", "no credentials"
+    try:
+        creds = stored_credentials(conn, vault, secrets)
+    except (ServiceError, RuntimeError) as exc:
+        message = exc.message if isinstance(exc, ServiceError) else str(exc)
+        stage = Stage("credentials", False, int((time.monotonic() - t0) * 1000), message)
+        result = TestResult(False, stage.ms, [stage], failed_stage="credentials", hint=message)
+        return _test_out(result)
+    first = Stage("credentials", True, int((time.monotonic() - t0) * 1000), f"using {source}")
+    result = check_connection(spec_of(conn), creds, timeout=timeout, credentials_label=label)
+    result.stages.insert(0, first)
+    log.info(
+        "connection test of %s: %s%s",
+        conn.airflow_conn_id,
+        "connected" if result.connected else "failed at ",
+        "" if result.connected else result.failed_stage,
+    )
+    return _test_out(result)
+
+
+def _test_out(result: TestResult) -> ConnectionTestOut:
+    return ConnectionTestOut(
+        connected=result.connected,
+        latency_ms=result.latency_ms,
+        version=result.version,
+        details=result.details,
+        stages=[StageOut(name=s.name, ok=s.ok, ms=s.ms, message=s.message) for s in result.stages],  # type: ignore[arg-type]
+        failed_stage=result.failed_stage,
+        hint=result.hint,
+    )
 
 
 def to_out(conn: Connection) -> ConnectionOut:

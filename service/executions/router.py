@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import CurrentPrincipal
-from service.db import DbSession, run_after_commit
+from service.db import DbSession, run_after_commit, session_scope
 from service.deps import Airflow
 from service.errors import AirflowUnavailable, ValidationFailed
 from service.executions import service
@@ -13,6 +16,8 @@ from service.executions.schemas import ExecuteIn, ExecutionOut, LogsOut
 from service.schemas import Page
 
 router = APIRouter(tags=["executions"])
+POLL_SECONDS = 1.0  # how often a stream looks at Airflow for news
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post(
@@ -21,7 +26,8 @@ router = APIRouter(tags=["executions"])
 def execute_pipeline(
     pipeline_id: str, principal: CurrentPrincipal, session: DbSession, request: Request, body: ExecuteIn | None = None
 ) -> ExecutionOut:
-    ex = service.execute(session, principal, pipeline_id, body or ExecuteIn())
+    rate = request.app.state.settings.execute_rate_per_minute
+    ex = service.execute(session, principal, pipeline_id, body or ExecuteIn(), rate_per_minute=rate)
     # Submission happens after the commit (outbox): an accepted execution exists even if Airflow is down.
     run_after_commit(session, request.app.state.wake_workers)
     return service.to_out(ex)
@@ -33,6 +39,10 @@ def list_executions(
     session: DbSession,
     pipeline_id: Annotated[str | None, Query(alias="pipelineId")] = None,
     status: Annotated[str | None, Query()] = None,
+    submitted_from: Annotated[
+        datetime | None, Query(alias="from", description="submittedAt at or after (ISO 8601)")
+    ] = None,
+    submitted_to: Annotated[datetime | None, Query(alias="to", description="submittedAt before (ISO 8601)")] = None,
     page: Annotated[int, Query(ge=0)] = 0,
     size: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> Page[ExecutionOut]:
@@ -41,20 +51,47 @@ def list_executions(
             f"status must be one of {', '.join(service.STATUSES)}",
             details=[{"path": "status", "message": "unknown status"}],
         )
+    for name, value in (("from", submitted_from), ("to", submitted_to)):
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed(
+                f"{name} needs a time zone (e.g. 2026-02-12T00:00:00Z)",
+                details=[{"path": name, "message": "time zone required"}],
+            )
+    if submitted_from and submitted_to and submitted_from > submitted_to:
+        raise ValidationFailed("from is after to", details=[{"path": "from", "message": "must not be after 'to'"}])
     rows, total = service.list_page(
-        session, principal.tenant_id, pipeline_id=pipeline_id, status=status, offset=page * size, limit=size
+        session,
+        principal.tenant_id,
+        pipeline_id=pipeline_id,
+        status=status,
+        submitted_from=submitted_from,
+        submitted_to=submitted_to,
+        offset=page * size,
+        limit=size,
     )
     return Page[ExecutionOut](items=[service.to_out(e) for e in rows], total=total, page=page, size=size)
 
 
 @router.get("/v1/pipelines/executions/{execution_id}", response_model=ExecutionOut, response_model_by_alias=True)
-def get_execution(execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow) -> ExecutionOut:
-    ex = service.get_or_404(session, principal.tenant_id, execution_id)
-    try:
-        service.refresh(ex, airflow)
-    except AirflowUnavailable:
-        pass  # the stored state is still the best answer; the reconciler catches up later
-    return service.to_out(ex)
+async def get_execution(execution_id: str, principal: CurrentPrincipal, request: Request) -> Response:
+    # The hottest read (clients poll it). A per-process cache answers repeated polls without the database;
+    # a miss reads the row (refreshing it from Airflow when stale) in the thread pool, serialised once.
+    key = (principal.tenant_id, execution_id)
+    body = service.status_cache.get(key)
+    if body is None:
+        body, ttl = await run_in_threadpool(_status_json, request, principal.tenant_id, execution_id)
+        service.status_cache.put(key, body, ttl)
+    return Response(body, media_type="application/json")
+
+
+def _status_json(request: Request, tenant_id: str, execution_id: str) -> tuple[bytes, float]:
+    settings = request.app.state.settings
+    with session_scope(request.app.state.sessions) as session:
+        ex = service.get_or_404(session, tenant_id, execution_id)
+        service.read_status(ex, request.app.state.airflow, settings.status_max_age_seconds)
+        out = service.to_out(ex)
+    ttl = settings.status_cache_seconds if out.status in service.TERMINAL else settings.status_max_age_seconds
+    return out.model_dump_json(by_alias=True).encode(), ttl
 
 
 @router.post(
@@ -66,10 +103,31 @@ def cancel_execution(
     ex = service.get_or_404(session, principal.tenant_id, execution_id)
     service.refresh(ex, airflow)
     service.cancel(ex, airflow)
+    service.status_cache.drop((principal.tenant_id, ex.id))
     return service.to_out(ex)
 
 
-@router.get("/v1/pipelines/executions/{execution_id}/logs", response_model=LogsOut, response_model_by_alias=True)
+@router.post("/v1/pipelines/executions/{execution_id}/retry", response_model=ExecutionOut, response_model_by_alias=True)
+def retry_execution(
+    execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, request: Request
+) -> ExecutionOut:
+    ex = service.get_or_404(session, principal.tenant_id, execution_id)
+    try:
+        service.refresh(ex, airflow, reopen=True)  # it may have been re-run in Airflow already
+    except AirflowUnavailable:
+        pass
+    service.retry(ex, airflow)
+    service.status_cache.drop((principal.tenant_id, ex.id))
+    run_after_commit(session, request.app.state.wake_workers)
+    return service.to_out(ex)
+
+
+@router.get(
+    "/v1/pipelines/executions/{execution_id}/logs",
+    response_model=LogsOut,
+    response_model_by_alias=True,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "with follow=true: `log` events, `end`"}},
+)
 def execution_logs(
     execution_id: str,
     principal: CurrentPrincipal,
@@ -79,6 +137,30 @@ def execution_logs(
         str | None, Query(description="task id, e.g. 'sinks.daily_transactions' or 'daily_transactions'")
     ] = None,
     lines: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> LogsOut:
+    follow: Annotated[bool, Query(description="stream new lines as Server-Sent Events until the task ends")] = False,
+) -> Any:
     ex = service.get_or_404(session, principal.tenant_id, execution_id)
+    if follow:
+        if task and ex.submitted:
+            service.check_task(ex, airflow, task)  # a wrong name is a 404/400 now, not inside the stream
+        stream = service.follow_logs(airflow, ex, task, lines, POLL_SECONDS)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
     return LogsOut(execution_id=ex.id, task=task, lines=service.logs(ex, airflow, task, lines))
+
+
+@router.get(
+    "/v1/pipelines/executions/{execution_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "`run.updated`, `log`, `end` events"}},
+)
+def execution_events(
+    execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, request: Request
+) -> StreamingResponse:
+    ex = service.get_or_404(session, principal.tenant_id, execution_id)
+    stream = service.execution_events(
+        request.app.state.sessions,
+        airflow,
+        ex.id,
+        request.app.state.settings.status_max_age_seconds,
+        POLL_SECONDS,
+    )
+    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -35,6 +35,13 @@ class TaskOut(ApiModel):
     duration_ms: int | None
 
 
+class Metrics(ApiModel):
+    rows_processed: int | None = Field(None, description="rows read from the sources (staged)")
+    rows_written: int | None = Field(None, description="rows loaded into the sinks")
+    bytes_processed: int | None = Field(None, description="not measured yet: the operators report rows only")
+    elapsed_ms: int | None = Field(None, description="from the run's start to its end (or to now while running)")
+
+
 class ExecutionOut(ApiModel):
     execution_id: str
     pipeline_id: str
@@ -50,7 +57,10 @@ class ExecutionOut(ApiModel):
     submitted_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    estimated_duration_ms: int | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+    estimated_duration_ms: int | None = Field(
+        None, description="median of the pipeline's recent successful executions at submission; null without history"
+    )
 
 
 class LogsOut(ApiModel):

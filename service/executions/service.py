@@ -3,23 +3,28 @@ and kept in step with Airflow's run and task-instance states."""
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import statistics
+import threading
+import time
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import TEARDOWN_TASK_ID, validate_parameters
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.auth import Principal
-from service.db import utcnow
-from service.errors import AirflowUnavailable, Conflict, NotFound, ServiceError, ValidationFailed
+from service.db import session_scope, utcnow
+from service.errors import AirflowUnavailable, Conflict, NotFound, RateLimited, ServiceError, ValidationFailed
 from service.executions.models import Execution
-from service.executions.schemas import ENGINES, ExecuteIn, ExecutionOut, Progress, TaskOut
+from service.executions.schemas import ENGINES, PRIORITIES, ExecuteIn, ExecutionOut, Metrics, Progress, TaskOut
 from service.pipelines import repository as pipeline_repo
 from service.pipelines import service as pipelines
 from service.pipelines.models import Pipeline
@@ -32,6 +37,10 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 _RUN_STATE = {"queued": QUEUED, "running": RUNNING, "success": COMPLETED, "failed": FAILED}
 _DONE_TASK_STATES = {"success", "skipped", "failed", "upstream_failed", "removed"}
 MAX_SUBMIT_ATTEMPTS = 20
+# Airflow has no per-run priority: the service's own lever is the order in which queued executions are
+# submitted (CRITICAL first). It matters when executions queue up (Airflow down, a backlog of submissions).
+_PRIORITY_RANK = case({p: i for i, p in enumerate(reversed(PRIORITIES))}, value=Execution.priority, else_=9)
+ESTIMATE_SAMPLE = 10  # successful runs the duration estimate looks at
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -47,7 +56,10 @@ def get_or_404(session: Session, tenant_id: str, execution_id: str) -> Execution
     return ex
 
 
-def execute(session: Session, principal: Principal, pipeline_id: str, body: ExecuteIn) -> Execution:
+def execute(
+    session: Session, principal: Principal, pipeline_id: str, body: ExecuteIn, *, rate_per_minute: int
+) -> Execution:
+    _check_rate(session, principal.tenant_id, rate_per_minute)
     pipeline = pipelines.get_or_404(session, principal.tenant_id, pipeline_id)
     if body.engine_override is not None and body.engine_override not in ENGINES:
         raise ValidationFailed(
@@ -61,6 +73,7 @@ def execute(session: Session, principal: Principal, pipeline_id: str, body: Exec
         parameters = validate_parameters(definition, body.parameters)
     except DefinitionError as exc:
         raise ValidationFailed(f"{exc.errors[0]['path']}: {exc.errors[0]['message']}", details=exc.errors) from None
+    _check_active_runs(session, pipeline, definition.orchestration.max_active_runs)
     ex = Execution(
         id="exec-" + uuid.uuid4().hex[:24],
         tenant_id=principal.tenant_id,
@@ -72,11 +85,61 @@ def execute(session: Session, principal: Principal, pipeline_id: str, body: Exec
         priority=body.priority,
         parameters=parameters,
         created_by=principal.subject,
-        progress={},
+        progress={"estimatedDurationMs": estimate_duration_ms(session, pipeline.id)},
     )
     session.add(ex)
     session.flush()
     return ex
+
+
+def _check_rate(session: Session, tenant_id: str, per_minute: int) -> None:
+    """A rolling one-minute window over the tenant's own execution rows: every replica sees the same count."""
+    since = utcnow() - timedelta(minutes=1)
+    count, oldest = session.execute(
+        select(func.count(), func.min(Execution.submitted_at)).where(
+            Execution.tenant_id == tenant_id, Execution.submitted_at >= since
+        )
+    ).one()
+    if count < per_minute:
+        return
+    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=since.tzinfo)
+    wait = max(1, math.ceil((oldest - since).total_seconds()))
+    raise RateLimited(
+        f"tenant '{tenant_id}' may start {per_minute} executions per minute; retry in {wait} s",
+        details={"limit": per_minute, "windowSeconds": 60, "retryAfterSeconds": wait},
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _check_active_runs(session: Session, pipeline: Pipeline, max_active_runs: int) -> None:
+    # The pipeline row lock serialises concurrent executes of one pipeline (PostgreSQL; SQLite writes serially).
+    session.execute(select(Pipeline.id).where(Pipeline.id == pipeline.id).with_for_update())
+    active = session.scalar(
+        select(func.count()).where(Execution.pipeline_id == pipeline.id, Execution.status.in_([QUEUED, RUNNING]))
+    )
+    if active and active >= max_active_runs:
+        raise Conflict(
+            f"pipeline '{pipeline.name}' already has {active} execution(s) in progress "
+            f"and allows {max_active_runs} at a time (orchestration.max_active_runs)",
+            details={"activeExecutions": active, "maxActiveRuns": max_active_runs},
+        )
+
+
+def estimate_duration_ms(session: Session, pipeline_id: str) -> int | None:
+    """Median wall time of the pipeline's recent successful executions; None without history."""
+    rows = session.execute(
+        select(Execution.started_at, Execution.finished_at)
+        .where(
+            Execution.pipeline_id == pipeline_id,
+            Execution.status == COMPLETED,
+            Execution.started_at.is_not(None),
+            Execution.finished_at.is_not(None),
+        )
+        .order_by(Execution.finished_at.desc())
+        .limit(ESTIMATE_SAMPLE)
+    ).all()
+    durations = [(end - start).total_seconds() * 1000 for start, end in rows]
+    return int(statistics.median(durations)) if durations else None
 
 
 # -- submission (the outbox dispatcher) ----------------------------------------------------------------
@@ -91,7 +154,7 @@ def pending_submissions(session: Session, limit: int = 20) -> Sequence[tuple[Exe
             Execution.submitted.is_(False),
             Pipeline.status.in_([pipelines.ACTIVE, pipelines.INVALID]),
         )
-        .order_by(Execution.submitted_at)
+        .order_by(_PRIORITY_RANK, Execution.submitted_at)
         .limit(limit)
         .with_for_update(skip_locked=True, of=Execution)
     )
@@ -119,7 +182,8 @@ def ready_to_submit(session: Session, ex: Execution, pipeline: Pipeline) -> bool
 def submit(ex: Execution, airflow: AirflowClient) -> None:
     """Create the Airflow run. The run_id is the execution id, so a repeat can never make a second run."""
     try:
-        airflow.trigger(ex.dag_id, ex.id, ex.parameters, note=f"pipeline-service execution {ex.id}")
+        note = f"pipeline-service execution {ex.id} (priority {ex.priority})"
+        airflow.trigger(ex.dag_id, ex.id, ex.parameters, note=note)
     except AirflowConflict:
         pass  # an earlier attempt got through: the run exists
     except AirflowUnavailable:
@@ -164,9 +228,12 @@ def _progress(tis: list[dict[str, Any]]) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def refresh(ex: Execution, airflow: AirflowClient) -> None:
-    """Pull the run's state and its task instances from Airflow: two calls, whatever the task count."""
-    if ex.status in TERMINAL or not ex.submitted:
+def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> None:
+    """Pull the run's state and its task instances from Airflow: two calls whatever the task count, plus one
+    XCom read per task that finished since the last refresh (for the row counts).
+
+    `reopen`: also for a finished execution, whose run may have been cleared (re-run) in Airflow since."""
+    if not ex.submitted or ex.status == CANCELLED or (ex.status in TERMINAL and not reopen):
         return
     try:
         run = airflow.get_run(ex.dag_id, ex.id)
@@ -175,15 +242,125 @@ def refresh(ex: Execution, airflow: AirflowClient) -> None:
         ex.error_message = "the Airflow run no longer exists (the DAG or its run was deleted in Airflow)"
         return
     tis = airflow.task_instances(ex.dag_id, ex.id)
+    previous = ex.progress or {}
     ex.airflow_state = run.get("state")
-    ex.progress = {"progress": _progress(tis), "tasks": [_task_out(t) for t in tis]}
+    ex.progress = {
+        **previous,
+        "progress": _progress(tis),
+        "tasks": [_task_out(t) for t in tis],
+        "rows": _task_rows(ex, airflow, tis, previous.get("rows") or {}),
+        "refreshedAt": utcnow().isoformat(),
+    }
     ex.started_at = _ts(run.get("start_date")) or ex.started_at
     status = _RUN_STATE.get(run.get("state") or "", ex.status)
     if status in TERMINAL:
         ex.finished_at = _ts(run.get("end_date")) or utcnow()
-        if status == FAILED:
-            ex.error_message = _failure_message(ex, tis, airflow)
+        ex.error_message = _failure_message(ex, tis, airflow) if status == FAILED else None
+    else:
+        ex.finished_at, ex.error_message = None, None
     ex.status = status
+
+
+def _task_rows(
+    ex: Execution, airflow: AirflowClient, tis: list[dict[str, Any]], known: dict[str, Any]
+) -> dict[str, Any]:
+    """{task_id: {"try": n, "rows": r}} from each successful task's XCom, read once per task try: a finished
+    try's XCom never changes, so a status read costs no XCom calls once every task has been seen."""
+    rows = dict(known)
+    for ti in tis:
+        task_id, attempt = ti["task_id"], ti.get("try_number") or 0
+        if ti.get("state") != "success" or (rows.get(task_id) or {}).get("try") == attempt:
+            continue
+        try:
+            value = airflow.xcom_value(ex.dag_id, ex.id, task_id)
+        except AirflowNotFound:
+            value = None  # the task returned nothing (staging setup/teardown)
+        rows[task_id] = {"try": attempt, "rows": _rows_of(value)}
+    return rows
+
+
+def _rows_of(value: Any) -> int | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    rows = value.get("rows") if isinstance(value, dict) else None
+    return rows if isinstance(rows, int) else None
+
+
+def _metrics(ex: Execution) -> Metrics:
+    rows = (ex.progress or {}).get("rows") or {}
+
+    def total(group: str) -> int | None:
+        counts = [r["rows"] for t, r in rows.items() if t.startswith(group) and r.get("rows") is not None]
+        return sum(counts) if counts else None
+
+    elapsed = None
+    if ex.started_at is not None:
+        elapsed = int(((ex.finished_at or utcnow()) - ex.started_at).total_seconds() * 1000)
+    # bytesProcessed stays null: the operators report row counts only (no byte counts in their XCom).
+    return Metrics(
+        rows_processed=total("sources."), rows_written=total("sinks."), bytes_processed=None, elapsed_ms=elapsed
+    )
+
+
+class StatusCache:
+    """Serialised status bodies per (tenant, execution) for a short time: polls of a finished execution, or
+    of a running one within the status max age, cost no database read. Bounded; per process (a retry or
+    reopen by another replica shows after at most `status_cache_seconds`)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry and entry[0] > time.monotonic() else None
+
+    def put(self, key: tuple[str, str], body: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + ttl, body)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+status_cache = StatusCache()
+_refreshing: set[str] = set()
+_refreshing_lock = threading.Lock()
+
+
+def read_status(ex: Execution, airflow: AirflowClient, max_age_seconds: float) -> None:
+    """Serve the stored row while it is fresh (the reconciler keeps it so); refresh it inline when stale.
+    Single-flight per process: while one request refreshes an execution, the others answer from the row."""
+    if ex.status in TERMINAL or not ex.submitted or not _stale(ex, max_age_seconds):
+        return
+    with _refreshing_lock:
+        if ex.id in _refreshing:
+            return
+        _refreshing.add(ex.id)
+    try:
+        refresh(ex, airflow)
+    except AirflowUnavailable:
+        pass  # the stored state is still the best answer; the reconciler catches up later
+    finally:
+        with _refreshing_lock:
+            _refreshing.discard(ex.id)
+
+
+def _stale(ex: Execution, max_age_seconds: float) -> bool:
+    stamp = (ex.progress or {}).get("refreshedAt")
+    if not stamp:
+        return True
+    return (utcnow() - datetime.fromisoformat(stamp)).total_seconds() > max_age_seconds
 
 
 def _failure_message(ex: Execution, tis: list[dict[str, Any]], airflow: AirflowClient) -> str:
@@ -221,19 +398,31 @@ def to_out(ex: Execution) -> ExecutionOut:
         submitted_at=ex.submitted_at,
         started_at=ex.started_at,
         finished_at=ex.finished_at,
+        metrics=_metrics(ex),
+        estimated_duration_ms=snapshot.get("estimatedDurationMs"),
     )
 
 
 def list_page(
-    session: Session, tenant_id: str, *, pipeline_id: str | None, status: str | None, offset: int, limit: int
+    session: Session,
+    tenant_id: str,
+    *,
+    pipeline_id: str | None,
+    status: str | None,
+    submitted_from: datetime | None = None,
+    submitted_to: datetime | None = None,
+    offset: int,
+    limit: int,
 ) -> tuple[Sequence[Execution], int]:
-    from sqlalchemy import func
-
     stmt = select(Execution).where(Execution.tenant_id == tenant_id)
     if pipeline_id:
         stmt = stmt.where(Execution.pipeline_id == pipeline_id)
     if status:
         stmt = stmt.where(Execution.status == status)
+    if submitted_from:
+        stmt = stmt.where(Execution.submitted_at >= submitted_from)
+    if submitted_to:
+        stmt = stmt.where(Execution.submitted_at < submitted_to)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(Execution.submitted_at.desc(), Execution.id).offset(offset).limit(limit)).all()
     return rows, total
@@ -266,6 +455,55 @@ def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
         if not unfinished:
             return
         airflow.set_task_states(ex.dag_id, ex.id, unfinished, "failed")
+
+
+# -- retry ---------------------------------------------------------------------------------------------
+_STAGING_GROUPS = ("prepare_staging", "sources.", "transformations.")
+
+
+def retry(ex: Execution, airflow: AirflowClient) -> None:
+    """Re-run the failed tasks of a FAILED execution in the same Airflow run (Airflow's clear).
+
+    The teardown dropped the run's staging schema, so when a failed task reads staged data (anything but a
+    quality check) the staging side is rebuilt too: setup, sources, transformations, teardown. Sinks that
+    succeeded are not loaded again (an append sink would get its rows twice)."""
+    if ex.status != FAILED:
+        raise Conflict(f"execution '{ex.id}' is {ex.status}; only a FAILED execution can be retried")
+    if not ex.submitted:
+        raise Conflict(f"execution '{ex.id}' never reached Airflow ({ex.error_message}); execute the pipeline again")
+    tis = airflow.task_instances(ex.dag_id, ex.id)
+    task_ids = retry_set(tis)
+    airflow.clear_tasks(ex.dag_id, ex.id, task_ids)
+    ex.status, ex.finished_at, ex.error_message = QUEUED, None, None
+    ex.progress = {**(ex.progress or {}), "refreshedAt": None, "retries": (ex.progress or {}).get("retries", 0) + 1}
+
+
+def retry_set(tis: list[dict[str, Any]]) -> list[str]:
+    every = [t["task_id"] for t in tis]
+    failed = [t["task_id"] for t in tis if t.get("state") in ("failed", "upstream_failed")]
+    if not failed:  # the run failed as a whole (run timeout, marked failed): re-run what did not succeed
+        failed = [t["task_id"] for t in tis if t.get("state") not in ("success", "skipped")]
+    chosen = set(failed)
+    if any(not t.startswith("quality.") for t in failed):
+        chosen |= {t for t in every if t.startswith(_STAGING_GROUPS)}
+    if TEARDOWN_TASK_ID in every:
+        chosen.add(TEARDOWN_TASK_ID)
+    return [t for t in every if t in chosen]
+
+
+# -- runs changed in Airflow behind the service's back ---------------------------------------------------
+def reopened_in_airflow(session: Session, runs: list[dict[str, Any]]) -> list[str]:
+    """Ids of finished executions whose Airflow run now says otherwise: cleared in Airflow and queued or
+    running again, or even finished again (while the service was down) with another outcome."""
+    airflow_status = {r["dag_run_id"]: _RUN_STATE.get(r.get("state") or "") for r in runs}
+    if not airflow_status:
+        return []
+    finished = session.execute(
+        select(Execution.id, Execution.status).where(
+            Execution.id.in_(list(airflow_status)), Execution.status.in_([COMPLETED, FAILED])
+        )
+    ).all()
+    return [ex_id for ex_id, status in finished if airflow_status[ex_id] not in (None, status)]
 
 
 # -- logs ----------------------------------------------------------------------------------------------
@@ -305,6 +543,13 @@ def _one_task(ex: Execution, tis: list[dict[str, Any]], task: str) -> dict[str, 
     raise NotFound(f"execution '{ex.id}' has no task '{task}' (tasks: {known})")
 
 
+def check_task(ex: Execution, airflow: AirflowClient, task: str) -> None:
+    try:
+        _one_task(ex, airflow.task_instances(ex.dag_id, ex.id), task)
+    except (AirflowNotFound, AirflowUnavailable):
+        pass  # the stream waits for the run
+
+
 def logs(ex: Execution, airflow: AirflowClient, task: str | None, lines: int) -> list[str]:
     if not ex.submitted:
         return []
@@ -318,3 +563,101 @@ def logs(ex: Execution, airflow: AirflowClient, task: str | None, lines: int) ->
         prefix = "" if task else f"[{ti['task_id']}] "
         out.extend(prefix + render_event(e) for e in events if _readable(e))
     return out[-lines:]
+
+
+# -- streams (Server-Sent Events) ------------------------------------------------------------------------
+KEEPALIVE_EVERY = 15  # polls between SSE comments that keep proxies from closing an idle stream
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
+
+
+class LogTail:
+    """New log lines of a run since the previous call: each (task, try) remembers how far it was read."""
+
+    def __init__(self, dag_id: str, run_id: str, task: str | None):
+        self.dag_id, self.run_id, self.task = dag_id, run_id, task
+        self.read: dict[tuple[str, int], int] = {}
+
+    def poll(self, airflow: AirflowClient, tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for ti in sorted(tis, key=lambda t: t.get("start_date") or ""):
+            attempt = ti.get("try_number") or 0
+            if attempt == 0 or ti.get("state") in (None, "scheduled", "queued"):
+                continue
+            key = (ti["task_id"], attempt)
+            events = [e for e in airflow.task_log(self.dag_id, self.run_id, *key) if _readable(e)]
+            for event in events[self.read.get(key, 0) :]:
+                out.append({"task": ti["task_id"], "tryNumber": attempt, "line": render_event(event)})
+            self.read[key] = len(events)
+        return out
+
+
+def follow_logs(
+    airflow: AirflowClient, ex: Execution, task: str | None, lines: int, poll_seconds: float
+) -> Iterator[str]:
+    """`log` events: the last `lines` lines, then every new one until the task (or, without `task`, every
+    task of the run) has finished; then one `end` event."""
+    tail, first, idle = LogTail(ex.dag_id, ex.id, task), True, 0
+    while True:
+        try:
+            tis = airflow.task_instances(ex.dag_id, ex.id)
+        except (AirflowNotFound, AirflowUnavailable):
+            tis = []  # not submitted yet, or Airflow briefly away: keep waiting
+        if task and tis:
+            try:
+                tis = [_one_task(ex, tis, task)]
+            except ServiceError as exc:  # the run appeared after the request was checked: say so and stop
+                yield sse("error", {"code": exc.code, "message": exc.message})
+                return
+        new = tail.poll(airflow, tis) if tis else []
+        for entry in new[-lines:] if first else new:
+            yield sse("log", entry)
+        first = False
+        if tis and all(t.get("state") in _DONE_TASK_STATES for t in tis):
+            yield sse("end", {"executionId": ex.id, "task": task})
+            return
+        idle = 0 if new else idle + 1
+        if idle and idle % KEEPALIVE_EVERY == 0:
+            yield ": keepalive\n\n"
+        time.sleep(poll_seconds)
+
+
+def execution_events(
+    sessions: sessionmaker[Session], airflow: AirflowClient, execution_id: str, max_age: float, poll_seconds: float
+) -> Iterator[str]:
+    """`run.updated` whenever status, progress or tasks change, `log` for every new log line, `end` once the
+    execution has finished (after its last lines)."""
+    tail: LogTail | None = None
+    last: Any = None
+    idle = 0
+    while True:
+        with session_scope(sessions) as s:
+            ex = s.get(Execution, execution_id)
+            if ex is None:  # deleted with its pipeline
+                yield sse("end", {"executionId": execution_id, "status": None})
+                return
+            read_status(ex, airflow, max_age)
+            out = to_out(ex).model_dump(mode="json", by_alias=True)
+            submitted = ex.submitted
+            tail = tail or LogTail(ex.dag_id, ex.id, None)
+        emitted = False
+        state = (out["status"], out["progress"], out["tasks"], out["errorMessage"])
+        if state != last:
+            last, emitted = state, True
+            yield sse("run.updated", out)
+        if submitted:
+            try:
+                for entry in tail.poll(airflow, airflow.task_instances(tail.dag_id, tail.run_id)):
+                    emitted = True
+                    yield sse("log", entry)
+            except (AirflowNotFound, AirflowUnavailable):
+                pass
+        if out["status"] in TERMINAL:
+            yield sse("end", {"executionId": execution_id, "status": out["status"]})
+            return
+        idle = 0 if emitted else idle + 1
+        if idle and idle % KEEPALIVE_EVERY == 0:
+            yield ": keepalive\n\n"
+        time.sleep(poll_seconds)

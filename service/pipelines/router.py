@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict
 
 from service.auth import CurrentPrincipal
 from service.db import DbSession, run_after_commit
@@ -12,6 +13,28 @@ from service.pipelines.schemas import PipelineIn, PipelineOut, PipelineVersionOu
 from service.schemas import Page
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+
+class ValidateIn(BaseModel):
+    """The body of a create (only `definition` is checked), so a document can be validated as it will be sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    definition: dict[str, Any]
+
+
+# Fixed paths come before `/{pipeline_id}`, which would otherwise take them for a pipeline id.
+@router.get("/schema")
+def definition_schema(principal: CurrentPrincipal) -> dict[str, Any]:
+    """The JSON Schema of `definition` (the same pydantic models validate it)."""
+    return service.definition_schema()
+
+
+@router.post("/validate")
+def validate_pipeline(body: ValidateIn, principal: CurrentPrincipal, session: DbSession) -> dict[str, bool]:
+    """Checks a definition as a create would (connections included) without saving it: 400 lists every error."""
+    service.validate(session, principal.tenant_id, body.definition)
+    return {"valid": True}
 
 
 @router.post("", status_code=201, response_model=PipelineOut, response_model_by_alias=True)

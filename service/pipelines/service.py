@@ -52,6 +52,17 @@ def _check_connections(session: Session, tenant_id: str, definition: PipelineDef
         raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
 
 
+def definition_schema() -> dict[str, Any]:
+    return PipelineDefinition.model_json_schema()
+
+
+def validate(session: Session, tenant_id: str, data: dict[str, Any]) -> PipelineDefinition:
+    """Everything a create checks about a definition: schema, references, and the tenant's connections."""
+    definition = parse_definition(data)
+    _check_connections(session, tenant_id, definition)
+    return definition
+
+
 def get_or_404(session: Session, tenant_id: str, pipeline_id: str) -> Pipeline:
     pipeline = repository.get(session, tenant_id, pipeline_id)
     if pipeline is None:
@@ -73,8 +84,7 @@ def _add_version(pipeline: Pipeline, body: PipelineIn, revision: int, actor: str
 
 
 def create(session: Session, principal: Principal, body: PipelineIn) -> Pipeline:
-    definition = parse_definition(body.definition)
-    _check_connections(session, principal.tenant_id, definition)
+    validate(session, principal.tenant_id, body.definition)
     if repository.by_name(session, principal.tenant_id, body.name):
         raise Conflict(
             f"a pipeline named '{body.name}' already exists", details=[{"path": "name", "message": "duplicate"}]
@@ -104,8 +114,7 @@ def update(session: Session, principal: Principal, pipeline_id: str, body: Pipel
         raise ValidationFailed(
             "a pipeline cannot be renamed", details=[{"path": "name", "message": f"must stay '{pipeline.name}'"}]
         )
-    definition = parse_definition(body.definition)
-    _check_connections(session, principal.tenant_id, definition)
+    validate(session, principal.tenant_id, body.definition)
     pipeline.revision += 1
     _add_version(pipeline, body, pipeline.revision, principal.subject)
     pipeline.version = body.version

@@ -51,6 +51,11 @@ def task_ids(definition: dict[str, Any]) -> list[str]:
     ]
 
 
+def _iso(value: str) -> str:
+    """An ISO timestamp in the fake's own spelling (UTC, 'Z'), so that strings compare like times."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _json(status: int, body: Any = None) -> httpx.Response:
     return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
 
@@ -73,6 +78,9 @@ class FakeAirflow:
         self.logs: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
         self.connections: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.xcoms: dict[tuple[str, str, str], Any] = {}  # (dag_id, run_id, task_id) -> return_value
+        self.run_updated: dict[tuple[str, str], str] = {}  # DagRun.updated_at: filterable, never returned
+        self.cleared: list[dict[str, Any]] = []  # bodies of POST clearTaskInstances
         self._tokens: set[str] = set()
         self._file_tokens: dict[str, Path] = {}
         self._ids = itertools.count(1)
@@ -83,12 +91,20 @@ class FakeAirflow:
         self._routes: list[tuple[str, str, Callable[..., httpx.Response]]] = [
             ("POST", r"/auth/token", self._login),
             ("GET", r"/api/v2/monitor/health", self._health),
+            ("GET", r"/api/v2/dags", self._list_dags),
             ("GET", dag, self._get_dag),
             ("PATCH", dag, self._patch_dag),
             ("DELETE", dag, self._delete_dag),
             ("PUT", r"/api/v2/parseDagFile/(?P<token>[^/]+)", self._parse),
             ("GET", r"/api/v2/importErrors", self._list_import_errors),
             ("POST", dag + r"/dagRuns", self._trigger),
+            ("GET", dag + r"/dagRuns", self._list_runs),
+            ("POST", dag + r"/clearTaskInstances", self._clear),
+            (
+                "GET",
+                dag + run + r"/taskInstances/(?P<task_id>[^/]+)/xcomEntries/(?P<key>[^/]+)",
+                self._xcom,
+            ),
             ("GET", dag + run, self._get_run),
             ("PATCH", dag + run, self._patch_run),
             ("GET", dag + run + r"/taskInstances", self._list_tis),
@@ -168,6 +184,13 @@ class FakeAirflow:
             config = read_config(path)
             self._add_dag(config["dag_id"], path, task_ids(config["definition"]))
 
+    def _list_dags(self, request: httpx.Request) -> httpx.Response:
+        """dag_id_pattern is a substring match, as in Airflow (SQL LIKE '%pattern%')."""
+        pattern = request.url.params.get("dag_id_pattern", "")
+        dags = sorted((d for d in self.dags.values() if pattern in d["dag_id"]), key=lambda d: d["dag_id"])
+        offset, limit = int(request.url.params.get("offset", 0)), int(request.url.params.get("limit", 100))
+        return _json(200, {"dags": dags[offset : offset + limit], "total_entries": len(dags)})
+
     def _get_dag(self, request: httpx.Request, dag_id: str) -> httpx.Response:
         return _json(200, self.dags[dag_id]) if dag_id in self.dags else _missing(f"Dag {dag_id}")
 
@@ -203,6 +226,9 @@ class FakeAirflow:
         key = (dag_id, body["dag_run_id"])
         if key in self.runs:
             return _json(409, {"detail": f"DAG run {key[1]} already exists"})
+        if not isinstance(body.get("conf") or {}, dict):
+            return _json(422, {"detail": "conf must be an object"})
+        self.run_updated[key] = now()
         self.runs[key] = {
             "dag_id": dag_id,
             "dag_run_id": key[1],
@@ -229,6 +255,41 @@ class FakeAirflow:
             for t in self.dag_tasks[dag_id]
         }
         return _json(200, self.runs[key])
+
+    def _list_runs(self, request: httpx.Request, dag_id: str) -> httpx.Response:
+        """`~` lists the runs of every DAG; updated_at_gte filters on the run's last change."""
+        if dag_id != "~" and dag_id not in self.dags:
+            return _missing(f"Dag {dag_id}")
+        since = request.url.params.get("updated_at_gte")
+        runs = [
+            r
+            for key, r in self.runs.items()
+            if dag_id in ("~", key[0]) and (since is None or self.run_updated.get(key, "") >= _iso(since))
+        ]
+        runs.sort(key=lambda r: r["run_after"], reverse=request.url.params.get("order_by", "").startswith("-"))
+        offset, limit = int(request.url.params.get("offset", 0)), int(request.url.params.get("limit", 100))
+        return _json(200, {"dag_runs": runs[offset : offset + limit], "total_entries": len(runs)})
+
+    def _clear(self, request: httpx.Request, dag_id: str) -> httpx.Response:
+        body = json.loads(request.content)
+        key = (dag_id, body["dag_run_id"])
+        if key not in self.runs:
+            return _missing(f"DagRun {body['dag_run_id']}")
+        self.cleared.append(body)
+        tis = self.task_instances[key]
+        cleared = [tis[t] for t in body["task_ids"] if t in tis]
+        for ti in cleared:
+            ti.update(state=None, end_date=None, duration=None)
+        if body.get("reset_dag_runs", True):
+            self.runs[key].update(state="queued", end_date=None)
+            self.run_updated[key] = now()
+        return _json(200, {"task_instances": cleared, "total_entries": len(cleared)})
+
+    def _xcom(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, key: str) -> httpx.Response:
+        value = self.xcoms.get((dag_id, run_id, task_id)) if key == "return_value" else None
+        if value is None:
+            return _missing(f"XCom entry with key: `{key}`")
+        return _json(200, {"key": key, "task_id": task_id, "dag_id": dag_id, "run_id": run_id, "value": value})
 
     def _get_run(self, request: httpx.Request, dag_id: str, run_id: str) -> httpx.Response:
         run = self.runs.get((dag_id, run_id))
@@ -297,6 +358,7 @@ class FakeAirflow:
         """Move a run, and the task instances named in `tasks` ({task_id: state}), to new states."""
         run = self.runs[(dag_id, run_id)]
         run["state"] = state
+        self.run_updated[(dag_id, run_id)] = now()
         if state != "queued":
             run["start_date"] = run["start_date"] or now()
         if state in ("success", "failed"):

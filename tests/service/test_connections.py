@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connections import Credentials
+from service import cli
+from service.config import Settings
+from service.secrets import AwsSecrets, make_backend
+from tests.connections.servers import MotoServer
 from tests.service.helpers import CONN_PASSWORD, Api, Service, connection_body, example, expect_error
 
 URL = "/v1/pipelines/connections"
@@ -143,3 +152,193 @@ def test_delete_while_airflow_is_down_keeps_the_connection(svc: Service, api: Ap
     svc.fake.down = False
     assert api.get(f"{URL}/{conn['connectionId']}").status_code == 200
     assert "acme.warehouse" in svc.fake.connections
+
+
+# -- update (PUT) --------------------------------------------------------------------------------------
+def test_put_updates_the_airflow_connection_and_keeps_the_stored_password(svc: Service, api: Api) -> None:
+    conn = api.create_connection("warehouse")
+    body = connection_body("warehouse", credentials=None, host="10.1.2.3", port=6432, database="dwh")
+    resp = api.put(f"{URL}/{conn['connectionId']}", json=body)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["host"], resp.json()["port"], resp.json()["database"]) == ("10.1.2.3", 6432, "dwh")
+    assert resp.json()["hasInlineCredentials"] is True and CONN_PASSWORD not in resp.text
+    airflow_conn = svc.fake.connections["acme.warehouse"]
+    assert (airflow_conn["host"], airflow_conn["port"], airflow_conn["schema"]) == ("10.1.2.3", 6432, "dwh")
+    assert (airflow_conn["login"], airflow_conn["password"]) == ("u", CONN_PASSWORD)
+
+
+def test_put_can_switch_from_inline_credentials_to_a_secret_ref(
+    svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = api.create_connection("warehouse")
+    monkeypatch.setenv("PIPELINE_SECRET_WH", json.dumps({"username": "etl", "password": "rotated-77"}))
+    resp = api.put(
+        f"{URL}/{conn['connectionId']}", json=connection_body("warehouse", credentials=None, credentialSecretRef="wh")
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["hasInlineCredentials"] is False and resp.json()["credentialSecretRef"] == "wh"
+    assert (svc.fake.connections["acme.warehouse"]["login"], svc.fake.connections["acme.warehouse"]["password"]) == (
+        "etl",
+        "rotated-77",
+    )
+
+
+def test_put_refuses_a_rename_and_bad_properties(svc: Service, api: Api) -> None:
+    conn = api.create_connection("warehouse")
+    expect_error(
+        api.put(f"{URL}/{conn['connectionId']}", json=connection_body("other")), 400, "validation_error", path="name"
+    )
+    bad = connection_body("warehouse", properties={"connectionTimeout": -1})
+    expect_error(
+        api.put(f"{URL}/{conn['connectionId']}", json=bad), 400, "validation_error", path="properties.connectionTimeout"
+    )
+    assert svc.fake.connections["acme.warehouse"]["port"] == 5432
+
+
+def test_put_of_another_tenants_connection_is_404(svc: Service, api: Api) -> None:
+    conn = api.create_connection("warehouse")
+    expect_error(
+        svc.api("globex").put(f"{URL}/{conn['connectionId']}", json=connection_body("warehouse")), 404, "not_found"
+    )
+
+
+def test_a_connection_in_use_cannot_become_s3(acme: Api) -> None:
+    acme.create_pipeline(example())
+    warehouse = acme.get(URL).json()["items"][1]
+    body = {"name": "warehouse", "type": "s3", "properties": {"bucket": "lake"}}
+    error = expect_error(acme.put(f"{URL}/{warehouse['connectionId']}", json=body), 409, "conflict")
+    assert error["details"] == {"pipelines": ["daily-sales-etl"]}
+
+
+# -- other types -----------------------------------------------------------------------------------------
+def test_s3_and_http_connections_are_materialised_with_their_airflow_types(svc: Service, api: Api) -> None:
+    s3 = {
+        "name": "lake",
+        "type": "s3",
+        "credentials": {"username": "AKIAEXAMPLE", "password": CONN_PASSWORD},
+        "properties": {"bucket": "raw-data", "region": "eu-west-1", "endpointUrl": "http://minio:9000"},
+    }
+    resp = api.post(URL, json=s3)
+    assert resp.status_code == 201, resp.text
+    assert (resp.json()["host"], resp.json()["port"], resp.json()["database"]) == ("minio", 9000, "raw-data")
+    aws = svc.fake.connections["acme.lake"]
+    assert aws["conn_type"] == "aws" and aws["password"] == CONN_PASSWORD
+    assert json.loads(aws["extra"]) == {"region_name": "eu-west-1", "endpoint_url": "http://minio:9000"}
+    http = {"name": "crm", "type": "http", "url": "https://crm.example.com/api", "properties": {"healthPath": "/ping"}}
+    resp = api.post(URL, json=http)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["properties"]["basePath"] == "/api"
+    assert svc.fake.connections["acme.crm"]["conn_type"] == "http"
+
+
+def test_type_specific_errors_name_the_field(api: Api) -> None:
+    bad_region = {"name": "lake", "type": "s3", "properties": {"bucket": "raw-data", "region": "moon"}}
+    expect_error(api.post(URL, json=bad_region), 400, "validation_error", path="properties.region")
+    secret_header = {"name": "crm", "type": "http", "host": "crm", "properties": {"headers": {"Authorization": "x"}}}
+    expect_error(api.post(URL, json=secret_header), 400, "validation_error", path="properties.headers")
+    jdbc_url = {"name": "db", "type": "jdbc", "url": "jdbc:mysql://h/d", "credentials": {"username": "u"}}
+    expect_error(api.post(URL, json=jdbc_url), 400, "validation_error", path="url")
+    no_host = {"name": "db", "type": "postgres", "database": "d", "credentials": {"username": "u"}}
+    expect_error(api.post(URL, json=no_host), 400, "validation_error", path="host")
+
+
+# -- test ------------------------------------------------------------------------------------------------
+def test_test_against_the_local_postgres_reports_version_and_details(api: Api) -> None:
+    conn = api.create_connection(
+        "local", database="postgres", credentials={"username": "postgres", "password": CONN_PASSWORD}
+    )
+    resp = api.post(f"{URL}/{conn['connectionId']}/test")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["connected"] is True and body["version"].startswith("PostgreSQL ")
+    assert "public" in body["details"]["schemas"] and isinstance(body["details"]["tables"], int)
+    assert [s["name"] for s in body["stages"]] == ["credentials", "dns", "tcp", "authentication", "privilege"]
+    assert body["failedStage"] is None and isinstance(body["latencyMs"], int)
+    assert CONN_PASSWORD not in resp.text
+
+
+def test_a_failed_test_is_a_200_with_the_stage_and_a_hint(api: Api) -> None:
+    conn = api.create_connection("closed", port=1, database="postgres")
+    resp = api.post(f"{URL}/{conn['connectionId']}/test")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["connected"], body["failedStage"]) == (False, "tcp")
+    assert body["hint"] == "TCP connect to 127.0.0.1:1 refused: is the server running and is the port right?"
+    assert body["stages"][-1] == {
+        "name": "tcp",
+        "ok": False,
+        "ms": body["stages"][-1]["ms"],
+        "message": "connection to 127.0.0.1:1 refused",
+    }
+
+
+def test_a_secret_gone_since_creation_fails_the_test_at_credentials(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_SECRET_GONE", json.dumps({"username": "postgres", "password": "x"}))
+    conn = api.create_connection("gone", credentials=None, credentialSecretRef="gone")
+    monkeypatch.delenv("PIPELINE_SECRET_GONE")
+    body = api.post(f"{URL}/{conn['connectionId']}/test").json()
+    assert (body["connected"], body["failedStage"]) == (False, "credentials")
+    assert body["hint"] == "secret 'gone' not found: set the environment variable PIPELINE_SECRET_GONE"
+
+
+def test_test_of_an_unknown_connection_is_404(api: Api) -> None:
+    expect_error(api.post(f"{URL}/conn-nope/test"), 404, "not_found")
+
+
+# -- secrets backends --------------------------------------------------------------------------------------
+def test_file_backend_resolves_what_the_cli_put(svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(svc.settings.data_dir))
+    monkeypatch.setenv("PIPELINE_SECRETS_BACKEND", "file")
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"username": "filer", "password": "from-file-9"})))
+    assert cli.main(["secret", "put", "wh-file"]) == 0
+    assert b"from-file-9" not in svc.settings.resolved_secrets_file().read_bytes()
+    svc.app.state.secrets = make_backend(Settings(data_dir=svc.settings.data_dir, secrets_backend="file"))
+    resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="wh-file"))
+    assert resp.status_code == 201, resp.text
+    assert svc.fake.connections["acme.warehouse"]["password"] == "from-file-9"
+    missing = api.post(URL, json=connection_body("other", credentials=None, credentialSecretRef="nope"))
+    error = expect_error(missing, 400, "validation_error", path="credentialSecretRef")
+    assert "pipeline-service secret put nope" in error["message"]
+
+
+def test_cli_refuses_bad_json_without_echoing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PIPELINE_SECRETS_BACKEND", "file")
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"password": "leak-me-not"'))
+    assert cli.main(["secret", "put", "x"]) == 2
+    assert "leak-me-not" not in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer.start()
+    yield server
+    server.stop()
+
+
+def test_aws_secrets_manager_backend(svc: Service, api: Api, moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    settings = Settings(
+        data_dir=svc.settings.data_dir,
+        secrets_backend="aws",
+        secrets_aws_region="us-east-1",
+        secrets_aws_endpoint_url=moto.url,
+        secrets_aws_prefix="pipelines/",
+    )
+    backend = make_backend(settings)
+    assert isinstance(backend, AwsSecrets)
+    ref = "wh-" + uuid.uuid4().hex[:6]
+    backend.put(ref, Credentials("aws-user", "from-aws-5"))
+    svc.app.state.secrets = backend
+    resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef=ref))
+    assert resp.status_code == 201, resp.text
+    assert (svc.fake.connections["acme.warehouse"]["login"], svc.fake.connections["acme.warehouse"]["password"]) == (
+        "aws-user",
+        "from-aws-5",
+    )
+    missing = api.post(URL, json=connection_body("other", credentials=None, credentialSecretRef="absent"))
+    error = expect_error(missing, 400, "validation_error", path="credentialSecretRef")
+    assert "AWS Secrets Manager secret 'pipelines/absent'" in error["message"]

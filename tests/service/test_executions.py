@@ -3,20 +3,30 @@ execution id, then mapped from the fake's run and task-instance states."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from service.errors import AirflowUnavailable
 from service.executions.models import Execution
-from service.workers import reconcile_step
+from service.executions.service import status_cache
+from service.workers import ClearedRunsWatch, reconcile_step
 from tests.service.fake_airflow import task_ids
 from tests.service.helpers import EXAMPLE, Api, Service, example, expect_error
 
 DEFAULTS = {"start_date": "2026-02-01", "end_date": "2026-02-12"}
 TASKS = task_ids(EXAMPLE["definition"])
 EXECUTIONS = "/v1/pipelines/executions"
+
+
+@pytest.fixture(autouse=True)
+def uncached(svc: Service) -> None:
+    """Every read sees the fake's latest state: these tests move it between two reads."""
+    svc.settings.status_max_age_seconds = 0
+    svc.settings.status_cache_seconds = 0
 
 
 @pytest.fixture
@@ -119,7 +129,8 @@ def test_accepted_while_airflow_is_down_and_submitted_when_it_is_back(
     assert execution["status"] == "QUEUED"
     with pytest.raises(AirflowUnavailable):
         svc.dispatch()
-    assert acme.execution(execution["executionId"])["status"] == "QUEUED"
+    waiting = acme.execution(execution["executionId"])
+    assert waiting["status"] == "QUEUED" and "not yet submitted" in waiting["errorMessage"]
 
     svc.fake.down = False
     svc.dispatch()
@@ -202,12 +213,13 @@ def test_reconciler_updates_the_stored_status(svc: Service, acme: Api, submitted
 def test_list_filters_by_pipeline_and_status_and_pages(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     other = acme.create_pipeline(example("other"))
     first = acme.execute(active["pipelineId"])
-    second = acme.execute(active["pipelineId"])
-    third = acme.execute(other["pipelineId"])
-    svc.publish()
     svc.dispatch()
     advance(svc, first, "success", dict.fromkeys(TASKS, "success"))
     acme.execution(first["executionId"])
+    second = acme.execute(active["pipelineId"])  # max_active_runs 1: only after the first has finished
+    third = acme.execute(other["pipelineId"])
+    svc.publish()
+    svc.dispatch()
 
     def ids(**params: Any) -> list[str]:
         return [e["executionId"] for e in acme.get(EXECUTIONS, params=params).json()["items"]]
@@ -340,3 +352,263 @@ def test_execution_of_a_pipeline_that_turns_invalid_does_not_stay_queued(svc: Se
     body = acme.execution(execution["executionId"])
     assert body["status"] == "FAILED", body
     assert "INVALID" in body["errorMessage"]
+
+
+# -- issue 4: priority, estimate, concurrency, rate limit ----------------------------------------------------
+def _with_orchestration(name: str, **orchestration: Any) -> dict[str, Any]:
+    body = example(name)
+    body["definition"]["orchestration"].update(orchestration)
+    return body
+
+
+def _finish(svc: Service, acme: Api, execution: dict[str, Any], state: str = "success") -> dict[str, Any]:
+    svc.dispatch()
+    tasks = dict.fromkeys(TASKS, "success" if state == "success" else None)
+    if state == "failed":
+        tasks.update({"prepare_staging": "success", "sources.raw_transactions": "failed"})
+    advance(svc, execution, state, tasks)
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    return acme.execution(execution["executionId"])
+
+
+def test_a_second_execution_beyond_max_active_runs_is_409(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    first = acme.execute(active["pipelineId"])
+    error = expect_error(acme.post(f"/v1/pipelines/{active['pipelineId']}/execute", json={}), 409, "conflict")
+    assert "max_active_runs" in error["message"] and error["details"] == {"activeExecutions": 1, "maxActiveRuns": 1}
+    _finish(svc, acme, first)
+    assert acme.post(f"/v1/pipelines/{active['pipelineId']}/execute", json={}).status_code == 202
+
+
+def test_max_active_runs_above_one_admits_that_many(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(_with_orchestration("two-at-a-time", max_active_runs=2))
+    url = f"/v1/pipelines/{pipeline['pipelineId']}/execute"
+    assert [acme.post(url, json={}).status_code for _ in range(3)] == [202, 202, 409]
+
+
+def test_rate_limit_is_429_with_retry_after(svc: Service, acme: Api) -> None:
+    svc.settings.execute_rate_per_minute = 2
+    pipeline = acme.create_pipeline(_with_orchestration("busy", max_active_runs=10))
+    url = f"/v1/pipelines/{pipeline['pipelineId']}/execute"
+    assert [acme.post(url, json={}).status_code for _ in range(2)] == [202, 202]
+    resp = acme.post(url, json={})
+    error = expect_error(resp, 429, "rate_limited")
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60 and error["details"]["limit"] == 2
+    assert svc.api("globex").post(url, json={}).status_code == 404  # another tenant has its own budget
+
+
+def test_rate_limit_counts_in_the_database(svc: Service, acme: Api) -> None:
+    """Executions recorded by another replica count too: the window is read from the executions table."""
+    svc.settings.execute_rate_per_minute = 1
+    pipeline = acme.create_pipeline(_with_orchestration("shared", max_active_runs=10))
+    acme.execute(pipeline["pipelineId"])
+    with svc.app.state.sessions.begin() as s:  # as if another replica had accepted it a while ago
+        ex = s.scalars(select(Execution)).one()
+        ex.submitted_at = ex.submitted_at - timedelta(seconds=61)
+    assert acme.post(f"/v1/pipelines/{pipeline['pipelineId']}/execute", json={}).status_code == 202
+
+
+def test_estimated_duration_is_the_median_of_recent_successes(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    first = acme.execute(active["pipelineId"])
+    assert first["estimatedDurationMs"] is None  # no history
+    for seconds in (10, 30, 20):
+        done = _finish(svc, acme, acme.execute(active["pipelineId"]) if seconds != 10 else first)
+        with svc.app.state.sessions.begin() as s:
+            ex = s.get(Execution, done["executionId"])
+            ex.finished_at = ex.started_at + timedelta(seconds=seconds)
+    failed = _finish(svc, acme, acme.execute(active["pipelineId"]), "failed")
+    assert failed["status"] == "FAILED"
+    nxt = acme.execute(active["pipelineId"])
+    assert nxt["estimatedDurationMs"] == 20_000
+    assert acme.execution(nxt["executionId"])["estimatedDurationMs"] == 20_000
+
+
+def test_queued_executions_are_submitted_by_priority(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(_with_orchestration("prio", max_active_runs=10))
+    order = ["LOW", "NORMAL", "CRITICAL", "HIGH"]
+    ids = {acme.execute(pipeline["pipelineId"], priority=p)["executionId"]: p for p in order}
+    svc.publish()
+    svc.dispatch()
+    triggered = [r["dag_run_id"] for r in svc.fake.runs.values()]
+    assert [ids[t] for t in triggered] == ["CRITICAL", "HIGH", "NORMAL", "LOW"]
+
+
+# -- issue 4: status, metrics, caching ---------------------------------------------------------------------
+def test_metrics_come_from_the_tasks_xcom_read_once(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    dag_id, run_id = submitted["dagId"], submitted["executionId"]
+    svc.fake.xcoms[(dag_id, run_id, "sources.raw_transactions")] = {"dataset": "raw_transactions", "rows": 120}
+    svc.fake.xcoms[(dag_id, run_id, "sources.products")] = {"dataset": "products", "rows": 8}
+    svc.fake.xcoms[(dag_id, run_id, "sinks.daily_transactions")] = {"table": "analytics.x", "rows": 100}
+    advance(svc, submitted, "running", {"prepare_staging": "success", "sources.raw_transactions": "success"})
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    running = acme.execution(run_id)["metrics"]
+    assert running["rowsProcessed"] == 120 and running["rowsWritten"] is None and running["elapsedMs"] >= 0
+
+    advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    done = acme.execution(run_id)["metrics"]
+    assert (done["rowsProcessed"], done["rowsWritten"], done["bytesProcessed"]) == (128, 100, None)
+    xcom_calls = svc.fake.calls("GET", r".*/xcomEntries/return_value")
+    assert len(xcom_calls) == len(TASKS)  # each task's XCom once, not once per read
+
+
+def test_a_fresh_status_is_served_from_the_database(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    svc.settings.status_max_age_seconds = 60
+    acme.execution(submitted["executionId"])  # stale (never refreshed): refreshed inline
+    before = len(svc.fake.requests)
+    for _ in range(5):
+        acme.execution(submitted["executionId"])
+    assert len(svc.fake.requests) == before  # no Airflow call while the row is fresh
+    svc.settings.status_max_age_seconds = 0
+    status_cache.drop(("acme", submitted["executionId"]))  # the body cached for the old max age
+    acme.execution(submitted["executionId"])
+    assert len(svc.fake.requests) > before
+
+
+def test_list_filters_by_submission_time(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    first = _finish(svc, acme, acme.execute(active["pipelineId"]))
+    second = acme.execute(active["pipelineId"])
+    cut = datetime.fromisoformat(second["submittedAt"])
+
+    def ids(**params: Any) -> list[str]:
+        resp = acme.get(EXECUTIONS, params=params)
+        assert resp.status_code == 200, resp.text
+        return [e["executionId"] for e in resp.json()["items"]]
+
+    assert ids(**{"from": cut.isoformat()}) == [second["executionId"]]
+    assert ids(to=cut.isoformat()) == [first["executionId"]]
+    assert ids(**{"from": (cut - timedelta(hours=1)).isoformat(), "to": (cut + timedelta(hours=1)).isoformat()}) == [
+        second["executionId"],
+        first["executionId"],
+    ]
+    expect_error(acme.get(EXECUTIONS, params={"from": "yesterday"}), 400, "validation_error", path="from")
+    expect_error(acme.get(EXECUTIONS, params={"from": "2026-02-12T00:00:00"}), 400, "validation_error", path="from")
+    bad = {"from": "2026-02-12T00:00:00Z", "to": "2026-02-11T00:00:00Z"}
+    expect_error(acme.get(EXECUTIONS, params=bad), 400, "validation_error", path="from")
+
+
+# -- issue 4: retry ----------------------------------------------------------------------------------------
+def test_retry_clears_the_failed_tasks_and_keeps_the_execution(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    failed = _finish(svc, acme, submitted, "failed")
+    assert failed["status"] == "FAILED"
+    resp = acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert (body["executionId"], body["status"], body["finishedAt"], body["errorMessage"]) == (
+        submitted["executionId"],
+        "QUEUED",
+        None,
+        None,
+    )
+    [clear] = svc.fake.cleared
+    assert clear["dag_run_id"] == submitted["executionId"] and clear["dry_run"] is False
+    # a source failed: the staging side is rebuilt (the teardown dropped it); sinks are not in there twice
+    assert set(clear["task_ids"]) == {t for t in TASKS if not t.startswith(("sinks.", "quality."))}
+    assert svc.fake.runs[(submitted["dagId"], submitted["executionId"])]["state"] == "queued"
+
+    advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    assert acme.execution(submitted["executionId"])["status"] == "COMPLETED"
+    assert len(svc.fake.runs) == 1
+
+
+def test_retry_of_a_failed_quality_check_reruns_only_the_check(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    tasks = dict.fromkeys(TASKS, "success")
+    tasks["quality.daily_transactions"] = "failed"
+    svc.dispatch()
+    advance(svc, submitted, "failed", tasks)
+    assert acme.execution(submitted["executionId"])["status"] == "FAILED"
+    assert acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry").status_code == 200
+    assert svc.fake.cleared[0]["task_ids"] == ["quality.daily_transactions", "cleanup_staging"]
+
+
+def test_retry_of_an_execution_that_has_not_failed_is_409(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    error = expect_error(acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry"), 409, "conflict")
+    assert "QUEUED" in error["message"]
+    _finish(svc, acme, submitted)
+    expect_error(acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry"), 409, "conflict")
+    assert svc.fake.cleared == []
+    expect_error(acme.post(f"{EXECUTIONS}/exec-nope/retry"), 404, "not_found")
+
+
+def test_a_run_cleared_in_airflow_reopens_its_execution(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    watch = ClearedRunsWatch(svc.app.state.sessions, svc.app.state.airflow)
+    watch.step()
+    assert _finish(svc, acme, submitted, "failed")["status"] == "FAILED"
+    watch.step()
+    assert acme.execution(submitted["executionId"])["status"] == "FAILED"
+    # Someone clears the run in Airflow's UI (or while the service was down): it runs again.
+    advance(svc, submitted, "running", {"sources.raw_transactions": "running"})
+    watch.step()
+    body = acme.execution(submitted["executionId"])
+    assert (body["status"], body["finishedAt"], body["errorMessage"]) == ("RUNNING", None, None)
+
+
+def test_a_new_watch_looks_back_to_the_last_recorded_change(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    """After a restart: the first look starts where the service last wrote execution state."""
+    _finish(svc, acme, submitted, "failed")
+    advance(svc, submitted, "running", {"sources.raw_transactions": "running"})  # while "down"
+    ClearedRunsWatch(svc.app.state.sessions, svc.app.state.airflow).step()
+    assert acme.execution(submitted["executionId"])["status"] == "RUNNING"
+
+
+# -- issue 4: streams --------------------------------------------------------------------------------------
+def _events(text: str) -> list[tuple[str, Any]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if "event" in lines:
+            out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def test_follow_streams_log_lines_until_the_task_ends(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    dag_id, run_id = submitted["dagId"], submitted["executionId"]
+    advance(svc, submitted, "running", {"sources.products": "success"})
+    svc.fake.add_log(dag_id, run_id, "sources.products", {"level": "info", "event": "staged 8 rows"})
+    resp = acme.get(f"{EXECUTIONS}/{run_id}/logs", params={"task": "sources.products", "follow": "true"})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    events = _events(resp.text)
+    assert events[0] == ("log", {"task": "sources.products", "tryNumber": 1, "line": events[0][1]["line"]})
+    assert events[0][1]["line"].endswith("INFO staged 8 rows") and events[-1][0] == "end"
+    expect_error(acme.get(f"{EXECUTIONS}/{run_id}/logs", params={"task": "nope", "follow": "true"}), 404, "not_found")
+
+
+def test_events_stream_status_changes_and_logs(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
+    dag_id, run_id = submitted["dagId"], submitted["executionId"]
+    advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))
+    svc.fake.add_log(dag_id, run_id, "prepare_staging", {"level": "info", "event": "schema created"})
+    resp = acme.get(f"{EXECUTIONS}/{run_id}/events")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    events = _events(resp.text)
+    names = [e for e, _ in events]
+    assert names[0] == "run.updated" and events[0][1]["status"] == "COMPLETED"
+    assert ("log", {"task": "prepare_staging", "tryNumber": 1, "line": events[1][1]["line"]}) in events
+    assert names[-1] == "end" and events[-1][1]["status"] == "COMPLETED"
+    expect_error(svc.api("globex").get(f"{EXECUTIONS}/{run_id}/events"), 404, "not_found")
+
+
+def test_a_finished_status_is_cached_briefly_and_a_retry_drops_it(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    svc.settings.status_cache_seconds = 60
+    failed = _finish(svc, acme, submitted, "failed")
+    with svc.app.state.sessions.begin() as s:  # a change the cache cannot know about
+        s.get(Execution, submitted["executionId"]).error_message = "changed behind the cache"
+    assert acme.execution(submitted["executionId"]) == failed
+    assert acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry").status_code == 200
+    assert acme.execution(submitted["executionId"])["status"] == "QUEUED"
+    expect_error(svc.api("globex").get(f"{EXECUTIONS}/{submitted['executionId']}"), 404, "not_found")
+
+
+def test_a_run_cleared_and_finished_while_the_service_was_down_is_picked_up(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    assert _finish(svc, acme, submitted, "failed")["status"] == "FAILED"
+    advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))  # cleared and re-run, all while down
+    ClearedRunsWatch(svc.app.state.sessions, svc.app.state.airflow).step()
+    body = acme.execution(submitted["executionId"])
+    assert (body["status"], body["errorMessage"]) == ("COMPLETED", None)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.airflow_management import service
+from service.airflow_management.schemas import (
+    DagOut,
+    DagRunOut,
+    DagRunsOut,
+    TaskInstancesOut,
+    TaskLogsOut,
+    TriggerIn,
+)
+from service.auth import CurrentPrincipal
+from service.deps import Airflow
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/airflow", tags=["airflow"])
+_BY_ALIAS = {"response_model_by_alias": True}
+
+
+@router.get("/dags", response_model=Page[DagOut], **_BY_ALIAS)
+def list_dags(
+    principal: CurrentPrincipal,
+    airflow: Airflow,
+    page: Annotated[int, Query(ge=0)] = 0,
+    size: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[DagOut]:
+    return service.list_dags(airflow, principal.tenant_id, page * size, size)
+
+
+@router.get("/dags/{dag_id}/runs", response_model=DagRunsOut, **_BY_ALIAS)
+def list_runs(
+    dag_id: str, principal: CurrentPrincipal, airflow: Airflow, limit: Annotated[int, Query(ge=1, le=100)] = 25
+) -> DagRunsOut:
+    return service.runs(airflow, principal.tenant_id, dag_id, limit)
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/tasks", response_model=TaskInstancesOut, **_BY_ALIAS)
+def list_tasks(dag_id: str, run_id: str, principal: CurrentPrincipal, airflow: Airflow) -> TaskInstancesOut:
+    return service.tasks(airflow, principal.tenant_id, dag_id, run_id)
+
+
+@router.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", response_model=TaskLogsOut, **_BY_ALIAS)
+def task_logs(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    principal: CurrentPrincipal,
+    airflow: Airflow,
+    try_number: Annotated[int | None, Query(alias="tryNumber", ge=1, description="default: the latest try")] = None,
+    lines: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> TaskLogsOut:
+    return service.task_logs(airflow, principal.tenant_id, dag_id, run_id, task_id, try_number, lines)
+
+
+@router.post("/dags/{dag_id}/trigger", status_code=201, response_model=DagRunOut, **_BY_ALIAS)
+def trigger(dag_id: str, principal: CurrentPrincipal, airflow: Airflow, body: TriggerIn | None = None) -> DagRunOut:
+    return service.trigger(airflow, principal.tenant_id, dag_id, body or TriggerIn(), principal.subject)
+
+
+@router.post("/dags/{dag_id}/pause", response_model=DagOut, **_BY_ALIAS)
+def pause(dag_id: str, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
+    return service.set_paused(airflow, principal.tenant_id, dag_id, True)
+
+
+@router.post("/dags/{dag_id}/unpause", response_model=DagOut, **_BY_ALIAS)
+def unpause(dag_id: str, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
+    return service.set_paused(airflow, principal.tenant_id, dag_id, False)

@@ -1,0 +1,112 @@
+"""Airflow management: the Airflow REST API passed through, scoped to the caller's tenant. A tenant sees only
+DAGs whose id starts with `<tenant>.`; anything else is a 404, exactly like a DAG that does not exist."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from service.airflow.client import AirflowClient
+from service.airflow_management.schemas import (
+    DagOut,
+    DagRunOut,
+    DagRunsOut,
+    TaskInstanceOut,
+    TaskInstancesOut,
+    TaskLogsOut,
+    TriggerIn,
+)
+from service.errors import NotFound
+from service.executions.service import render_event
+from service.schemas import Page
+
+AIRFLOW_PAGE = 100
+
+
+def _own(tenant_id: str, dag_id: str) -> None:
+    if not dag_id.startswith(f"{tenant_id}."):
+        raise NotFound(f"DAG '{dag_id}' not found")
+
+
+def _pick(model: type, data: dict[str, Any]) -> Any:
+    return model.model_validate({k: v for k, v in data.items() if k in model.model_fields})
+
+
+def _ms(start: str | None, end: str | None) -> int | None:
+    if not start or not end:
+        return None
+    parse = datetime.fromisoformat
+    return int((parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds() * 1000)
+
+
+def list_dags(airflow: AirflowClient, tenant_id: str, offset: int, limit: int) -> Page[DagOut]:
+    """Airflow's dag_id_pattern is a substring LIKE (`_` and `%` are wildcards, `acme.` also matches
+    `xacme.…`), so its answer is only a pre-filter: the prefix decides, and paging is ours."""
+    prefix, dags, seen = f"{tenant_id}.", [], 0
+    while True:
+        page = airflow.list_dags(dag_id_pattern=prefix, limit=AIRFLOW_PAGE, offset=seen)
+        batch = page.get("dags", [])
+        seen += len(batch)
+        dags += [d for d in batch if str(d.get("dag_id", "")).startswith(prefix)]
+        if not batch or seen >= int(page.get("total_entries", 0)):
+            break
+    items = [_dag_out(d) for d in dags[offset : offset + limit]]
+    return Page[DagOut](items=items, total=len(dags), page=offset // limit, size=limit)
+
+
+def _dag_out(dag: dict[str, Any]) -> DagOut:
+    # Airflow 3 lists tags as {"name", "dag_id"} objects.
+    tags = [t.get("name") if isinstance(t, dict) else t for t in dag.get("tags") or []]
+    return _pick(DagOut, {**dag, "tags": [str(t) for t in tags if t]})  # type: ignore[no-any-return]
+
+
+def runs(airflow: AirflowClient, tenant_id: str, dag_id: str, limit: int) -> DagRunsOut:
+    _own(tenant_id, dag_id)
+    data = airflow.list_runs(dag_id, limit=limit)
+    return DagRunsOut(
+        dag_id=dag_id, runs=[_run_out(r) for r in data.get("dag_runs", [])], total=int(data.get("total_entries", 0))
+    )
+
+
+def _run_out(run: dict[str, Any]) -> DagRunOut:
+    out: DagRunOut = _pick(DagRunOut, {**run, "run_id": run.get("dag_run_id")})
+    out.duration_ms = _ms(run.get("start_date"), run.get("end_date"))
+    return out
+
+
+def tasks(airflow: AirflowClient, tenant_id: str, dag_id: str, run_id: str) -> TaskInstancesOut:
+    _own(tenant_id, dag_id)
+    airflow.get_run(dag_id, run_id)  # a 404 names the run, not an empty list
+    out = []
+    for ti in airflow.task_instances(dag_id, run_id):
+        item: TaskInstanceOut = _pick(TaskInstanceOut, {**ti, "try_number": ti.get("try_number") or 0})
+        item.duration_ms = int(ti["duration"] * 1000) if ti.get("duration") is not None else None
+        out.append(item)
+    return TaskInstancesOut(dag_id=dag_id, run_id=run_id, tasks=out)
+
+
+def task_logs(
+    airflow: AirflowClient, tenant_id: str, dag_id: str, run_id: str, task_id: str, try_number: int | None, lines: int
+) -> TaskLogsOut:
+    _own(tenant_id, dag_id)
+    found = [t for t in airflow.task_instances(dag_id, run_id) if t["task_id"] == task_id]
+    if not found:
+        raise NotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'")
+    attempt = try_number or found[0].get("try_number") or 0
+    events = airflow.task_log(dag_id, run_id, task_id, attempt) if attempt else []
+    rendered = [render_event(e) for e in events if str(e.get("event") or "") and not str(e["event"]).startswith("::")]
+    return TaskLogsOut(dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=attempt, lines=rendered[-lines:])
+
+
+def trigger(airflow: AirflowClient, tenant_id: str, dag_id: str, body: TriggerIn, subject: str) -> DagRunOut:
+    _own(tenant_id, dag_id)
+    airflow.get_dag(dag_id)
+    run_id = f"api__{datetime.now().strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
+    note = body.note or f"triggered through pipeline-service by {subject}"
+    return _run_out(airflow.trigger(dag_id, run_id, body.conf, note=note))
+
+
+def set_paused(airflow: AirflowClient, tenant_id: str, dag_id: str, paused: bool) -> DagOut:
+    _own(tenant_id, dag_id)
+    return _dag_out(airflow.set_paused(dag_id, paused))
