@@ -10,82 +10,50 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
-
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e import harness  # noqa: E402
-from tests.pg import admin, pg_url  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main(rounds: int) -> None:
-    suffix = uuid.uuid4().hex[:6]
-    sales, warehouse = f"bench_sales_{suffix}", f"bench_wh_{suffix}"
-    for db in (sales, warehouse):
-        admin(f'CREATE DATABASE "{db}"')
-    with psycopg.connect(pg_url(sales), autocommit=True) as conn:
-        conn.execute((REPO / "examples" / "sales_seed.sql").read_text())
-    running = None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.monotonic()
-            running = harness.start(Path(tmp))
-            print(f"stack up (Airflow migrate + 4 components + service): {time.monotonic() - t0:.1f} s")
-            api = running.client(tenant="bench")
-            for name, db in (("sales-database", sales), ("warehouse", warehouse)):
-                body = {
-                    "name": name,
-                    "type": "postgres",
-                    "host": "127.0.0.1",
-                    "port": 5432,
-                    "database": db,
-                    "credentials": {"username": "postgres", "password": ""},
-                }
-                assert api.post("/v1/pipelines/connections", json=body).status_code == 201
-            to_active, to_completed = [], []
-            example = json.loads((REPO / "examples" / "daily-sales-etl.json").read_text())
-            for i in range(rounds):
-                example["name"] = f"bench-{i}"
-                t = time.monotonic()
-                pid = api.post("/v1/pipelines", json=example).json()["pipelineId"]
-                p = harness.wait_for(
-                    lambda pid=pid: api.get(f"/v1/pipelines/{pid}").json(),
-                    lambda p: p["status"] in ("ACTIVE", "INVALID"),
-                    120,
-                    0.05,
-                )
-                to_active.append(time.monotonic() - t)
-                assert p["status"] == "ACTIVE", p
-                t = time.monotonic()
-                eid = api.post(f"/v1/pipelines/{pid}/execute", json={}).json()["executionId"]
-                e = harness.wait_for(
-                    lambda eid=eid: api.get(f"/v1/pipelines/executions/{eid}").json(),
-                    lambda e: e["status"] in ("COMPLETED", "FAILED", "CANCELLED"),
-                    300,
-                    0.1,
-                )
-                to_completed.append(time.monotonic() - t)
-                assert e["status"] == "COMPLETED", e
-                print(
-                    f"round {i + 1}: create->ACTIVE {to_active[-1]:.2f} s, execute->COMPLETED {to_completed[-1]:.2f} s"
-                )
-            for label, xs in (("create->ACTIVE", to_active), ("execute->COMPLETED", to_completed)):
-                print(
-                    f"{label}: median {statistics.median(xs):.2f} s, min {min(xs):.2f} s, max {max(xs):.2f} s "
-                    f"over {len(xs)} rounds"
-                )
-    finally:
-        if running is not None:
-            running.stop()
-        for db in (sales, warehouse):
-            admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    t0 = time.monotonic()
+    with harness.example_stack() as (_, api):
+        print(f"stack up (Airflow migrate + 4 components + service): {time.monotonic() - t0:.1f} s")
+        to_active, to_completed = [], []
+        example = json.loads((REPO / "examples" / "daily-sales-etl.json").read_text())
+        for i in range(rounds):
+            example["name"] = f"bench-{i}"
+            t = time.monotonic()
+            pid = api.post("/v1/pipelines", json=example).json()["pipelineId"]
+            p = harness.wait_for(
+                lambda pid=pid: api.get(f"/v1/pipelines/{pid}").json(),
+                lambda p: p["status"] in ("ACTIVE", "INVALID"),
+                120,
+                0.05,
+            )
+            to_active.append(time.monotonic() - t)
+            assert p["status"] == "ACTIVE", p
+            t = time.monotonic()
+            eid = api.post(f"/v1/pipelines/{pid}/execute", json={}).json()["executionId"]
+            e = harness.wait_for(
+                lambda eid=eid: api.get(f"/v1/pipelines/executions/{eid}").json(),
+                lambda e: e["status"] in ("COMPLETED", "FAILED", "CANCELLED"),
+                300,
+                0.1,
+            )
+            to_completed.append(time.monotonic() - t)
+            assert e["status"] == "COMPLETED", e
+            print(f"round {i + 1}: create->ACTIVE {to_active[-1]:.2f} s, execute->COMPLETED {to_completed[-1]:.2f} s")
+        for label, xs in (("create->ACTIVE", to_active), ("execute->COMPLETED", to_completed)):
+            print(
+                f"{label}: median {statistics.median(xs):.2f} s, min {min(xs):.2f} s, max {max(xs):.2f} s "
+                f"over {len(xs)} rounds"
+            )
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ connection.
 
 - `postgres`: host, port, database.
 - `jdbc` / `sql`: the same, or a URL instead (`jdbc:postgresql://h:5432/db`, `postgresql://h/db`,
-  SQLAlchemy-style `postgresql+psycopg://h/db`). Both speak the PostgreSQL protocol today (the only SQL
-  database the DAG factory moves data with), so they materialise exactly like `postgres`.
+  SQLAlchemy-style `postgresql+psycopg://h/db`). Those speak the PostgreSQL protocol, so they materialise
+  exactly like `postgres`. A `sql` connection may instead be a SQLite file (`sqlite:////dir/file.db`, only
+  under PIPELINE_SQLITE_DIRS): stored with port 0, materialised as Airflow conn_type `sqlite` (path in host).
 - `s3`: a bucket (and prefix) behind AWS S3 or any S3-compatible endpoint; Airflow conn_type `aws`.
 - `http`: an HTTP(S) API (host or URL, a health path, plain headers); Airflow conn_type `http`.
 
@@ -15,6 +16,7 @@ Credentials never live in a URL, a property or a header: they come from `credent
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -142,6 +144,39 @@ def validate_properties(type_: str, properties: dict[str, Any]) -> dict[str, Any
 
 
 _SQL_SCHEMES = ("jdbc:postgresql", "postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
+# SQLite (type `sql` only, `sqlite:////absolute/path.db`): a file on the Airflow workers, so only under the
+# directories an operator lists in this variable (os.pathsep- or comma-separated). Unset: SQLite is refused,
+# because any other path could be a file no tenant may read (Airflow's own metadata database, for one).
+SQLITE_DIRS_ENV = "PIPELINE_SQLITE_DIRS"
+SQLITE_PORT = 0  # how a stored connection says "SQLite file": a database server never listens on port 0
+
+
+def is_sqlite(type_: str, port: int | None) -> bool:
+    """Whether a stored `sql` connection is a SQLite file (database = its path) rather than a server."""
+    return type_ == "sql" and port == SQLITE_PORT
+
+
+def sqlite_dirs() -> list[str]:
+    raw = os.environ.get(SQLITE_DIRS_ENV, "").replace(",", os.pathsep)
+    return [os.path.realpath(d.strip()) for d in raw.split(os.pathsep) if d.strip()]
+
+
+def _parse_sqlite_url(url: str) -> str:
+    """`sqlite:////abs/dir/file.db` -> `/abs/dir/file.db`, only inside an allowed directory."""
+    path = url.removeprefix("sqlite:///")
+    if url == path or "?" in path or "#" in path:
+        raise InvalidConnection([{"path": "url", "message": "use sqlite:////absolute/path/to/file.db"}])
+    if not os.path.isabs(path) or os.path.normpath(path) != path or len(path) > 255:
+        message = "must be an absolute, normalised file path of at most 255 characters (sqlite:////dir/file.db)"
+        raise InvalidConnection([{"path": "url", "message": message}])
+    allowed = sqlite_dirs()
+    real = os.path.realpath(path)
+    if not any(os.path.commonpath([real, d]) == d and real != d for d in allowed):
+        where = ", ".join(allowed) if allowed else f"none: set {SQLITE_DIRS_ENV} on the service to allow SQLite"
+        raise InvalidConnection(
+            [{"path": "url", "message": f"SQLite files must be under an allowed directory ({where})"}]
+        )
+    return path
 
 
 def _parse_sql_url(url: str) -> tuple[str, int, str]:
@@ -194,6 +229,10 @@ def _sql_spec(
         clash = [f for f, v in (("host", host), ("port", port), ("database", database)) if v is not None]
         if clash:
             raise InvalidConnection([{"path": clash[0], "message": "give either url or host/port/database"}])
+        if url.startswith("sqlite:"):
+            if type_ != "sql":
+                raise InvalidConnection([{"path": "url", "message": "a SQLite file is a connection of type sql"}])
+            return ConnectionSpec(type=type_, host="", port=SQLITE_PORT, database=_parse_sqlite_url(url), properties={})
         host, port, database = _parse_sql_url(url)
     missing = [{"path": f, "message": "required"} for f, v in (("host", host), ("database", database)) if not v]
     if missing:
@@ -276,6 +315,18 @@ def airflow_connection(conn_id: str, spec: ConnectionSpec, creds: Credentials | 
         "password": (creds.password or "") if creds else None,
         "description": f"managed by pipeline-service ({spec.type})",
     }
+    if is_sqlite(spec.type, spec.port):
+        # The sqlite provider's convention: the file path in `host`. No login: a file has none.
+        return {
+            **body,
+            "login": None,
+            "password": None,
+            "conn_type": "sqlite",
+            "host": spec.database,
+            "port": None,
+            "schema": None,
+            "extra": "{}",
+        }
     if spec.type in SQL_TYPES:
         return {**body, **_postgres_fields(spec)}
     if spec.type == "s3":

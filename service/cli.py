@@ -55,7 +55,7 @@ def _serve(settings: Settings) -> None:
 
     from service.main import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import JSON, DateTime, create_engine, event
+from sqlalchemy import JSON, DateTime, Select, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -115,3 +115,9 @@ def get_session(request: Request) -> Iterator[Session]:
 # scope="function": the commit happens before the response is sent. With the default scope FastAPI sends
 # the response first, so a client could act on a 201 whose transaction is not (or never) committed.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def page(session: Session, stmt: Select[Any], *, offset: int, limit: int) -> tuple[Sequence[Any], int]:
+    """One page of `stmt` (already ordered) and the total number of its rows: two queries, both in SQL."""
+    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    return session.scalars(stmt.offset(offset).limit(limit)).all(), total

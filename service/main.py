@@ -17,12 +17,16 @@ from service.config import Settings, get_settings
 from service.connections.router import router as connections_router
 from service.db import make_engine, migrate
 from service.errors import ServiceError, install_error_handlers
+from service.executions.fastpath import StatusFastPath
 from service.executions.router import router as executions_router
 from service.pipelines import dagfile
 from service.pipelines.publisher import Publisher
 from service.pipelines.router import router as pipelines_router
+from service.schedules.router import router as schedules_router
 from service.secrets import Vault
 from service.secrets import make_backend as make_secrets_backend
+from service.templates.router import provenance_router as template_provenance_router
+from service.templates.router import router as templates_router
 from service.workers import make_workers
 
 log = logging.getLogger("service")
@@ -75,9 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.wake_workers = wake_workers
     app.state.publisher.on_published = wake_workers
     install_error_handlers(app)
+    app.add_middleware(StatusFastPath)
     # Fixed paths first: /v1/pipelines/{pipelineId} would otherwise swallow /v1/pipelines/connections.
     app.include_router(connections_router)
     app.include_router(executions_router)
+    app.include_router(schedules_router)  # /v1/pipelines/schedules/...: before /{pipeline_id}
+    app.include_router(templates_router)  # /v1/pipelines/templates/...: before /{pipeline_id}
+    app.include_router(template_provenance_router)
     app.include_router(pipelines_router)
     app.include_router(airflow_management_router)
 

@@ -4,5 +4,7 @@ from service.connections.models import Connection
 from service.db import Base
 from service.executions.models import Execution
 from service.pipelines.models import Pipeline, PipelineVersion
+from service.schedules.models import Schedule
+from service.templates.models import TenantTemplate
 
-__all__ = ["Base", "Connection", "Execution", "Pipeline", "PipelineVersion"]
+__all__ = ["Base", "Connection", "Execution", "Pipeline", "PipelineVersion", "Schedule", "TenantTemplate"]

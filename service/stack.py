@@ -40,6 +40,12 @@ class AirflowStack:
         self.url = f"http://127.0.0.1:{port}"
 
     @property
+    def file_root(self) -> Path:
+        """$PIPELINE_FILE_ROOT, else `files` next to Airflow's home in the data dir (<data dir>/files)."""
+        configured = os.environ.get("PIPELINE_FILE_ROOT")
+        return Path(configured).resolve() if configured else self.home.parent / "files"
+
+    @property
     def password_file(self) -> Path:
         return self.home / "simple_auth_manager_passwords.json.generated"
 
@@ -69,10 +75,15 @@ class AirflowStack:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.url + "/",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": self.url + "/execution/",
+            # A task's calls to the execution API (start, heartbeat, XCom) give up after 5 s by default: on a busy
+            # machine (SQLite under the api-server) that fails tasks before any of their code runs.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             # New files are pushed through PUT /parseDagFile; this is only the fallback scan.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
             "AIRFLOW__OPENLINEAGE__DISABLED": "True",
             "TQDM_DISABLE": "1",
+            # Where file sources and sinks may read and write (see dag_factory.hooks.objects.file_root).
+            "PIPELINE_FILE_ROOT": str(self.file_root),
             **self._secrets(),
         }
         return env

@@ -93,8 +93,9 @@ def _reconcile_one(sessions: sessionmaker[Session], airflow: AirflowClient, exec
 
 class ClearedRunsWatch:
     """Finds runs that Airflow re-ran behind the service's back (cleared in the Airflow UI or API, also while
-    the service was down) and reopens their finished executions. One Airflow call per tick: the runs of
-    every DAG (`~`) updated since the previous look."""
+    the service was down) and reopens their finished executions; records the runs that the pipelines'
+    schedules started as executions. One Airflow call per tick: the runs of every DAG (`~`) updated since
+    the previous look."""
 
     OVERLAP = timedelta(seconds=30)  # tolerates clock skew between the service and Airflow
 
@@ -119,6 +120,9 @@ class ClearedRunsWatch:
                 break
         with session_scope(self.sessions) as s:
             reopened = executions.reopened_in_airflow(s, runs)
+        with session_scope(self.sessions) as s:  # runs of the pipelines' schedules become executions
+            for execution_id in executions.import_scheduled_runs(s, self.airflow, runs):
+                log.info("scheduled run %s recorded as an execution", execution_id)
         for execution_id in reopened:
             log.info("execution %s was re-run in Airflow: following it again", execution_id)
             _reconcile_one(self.sessions, self.airflow, execution_id, reopen=True)

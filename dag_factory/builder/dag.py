@@ -18,6 +18,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, TaskGroup
 
+from dag_factory.builder.extract import extraction_task, is_extraction, sql_sink_task, watermark_task
+from dag_factory.builder.io import SINK_TASKS, SOURCE_TASKS
 from dag_factory.builder.sql import transformation_sql
 from dag_factory.operators import (
     CleanupStagingOperator,
@@ -112,6 +114,13 @@ def _step_args(step: Any, common: dict[str, Any]) -> dict[str, Any]:
 
 def _source_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: Tasks, common: dict) -> None:
     for name, src in definition.sources.items():
+        if src.type in SOURCE_TASKS:  # file, s3, http
+            tasks[("dataset", name)] = SOURCE_TASKS[src.type](name, src, conn, staging, _step_args(src, common))
+            continue
+        if is_extraction(src):  # sql, incremental or partitioned (dag_factory.builder.extract)
+            source_conn = conn(src.connection)
+            tasks[("dataset", name)] = extraction_task(name, src, source_conn, staging, _step_args(src, common))
+            continue
         where = f" where `{src.where}`" if src.where else ""
         tasks[("dataset", name)] = StageTableOperator(
             task_id=f"sources.{name}",
@@ -153,6 +162,12 @@ def _transformation_task(t: Any, staging: str, common: dict[str, Any]) -> Any:
 
 def _sink_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: Tasks, common: dict) -> None:
     for name, sink in definition.sinks.items():
+        if sink.type in SINK_TASKS:  # file, s3
+            tasks[("sink", name)] = SINK_TASKS[sink.type](name, sink, conn, staging, _step_args(sink, common))
+            continue
+        if sink.type == "sql":
+            tasks[("sink", name)] = sql_sink_task(name, sink, conn, staging, _step_args(sink, common))
+            continue
         tasks[("sink", name)] = LoadTableOperator(
             task_id=f"sinks.{name}",
             staging_conn_id=staging,
@@ -200,12 +215,22 @@ def _quality_tasks(definition: PipelineDefinition, conn: Any, tasks: Tasks, comm
                 conn_id=conn(sink.connection),
                 table=sink.table,
                 checks=checks,
+                dataset=sink_name,
                 doc_md="Checks: " + ", ".join(f"`{c['name']}` ({c['severity']})" for c in checks),
                 **{**common, "retries": 0},  # a failed expectation does not pass by trying again
             )
             qc.set_upstream(tasks[("sink", sink_name)])
             checks_tasks.append(qc)
     return checks_tasks
+
+
+def _schedule(schedules: list[dict[str, Any]] | None) -> Any:
+    """The pipeline's schedules as one timetable; imported only for a DAG that has schedules."""
+    if not schedules:
+        return None
+    from dag_factory.timetables import ScheduleSetTimetable
+
+    return ScheduleSetTimetable(schedules)
 
 
 def build_dag(
@@ -216,20 +241,22 @@ def build_dag(
     description: str | None = None,
     tags: list[str] | None = None,
     owner: str = "pipeline-service",
+    schedules: list[dict[str, Any]] | None = None,
 ) -> DAG:
-    """`connections` maps each connection name used in the definition to its Airflow conn_id."""
+    """`connections` maps each connection name used in the definition to its Airflow conn_id.
+    `schedules`: the enabled schedules [{id, cron, timezone, parameters, since}] (none: manual runs only)."""
     if not isinstance(definition, PipelineDefinition):
         definition = validate_definition(definition, check_sql=False)
     conn = connections.__getitem__
     staging = conn(definition.staging_connection())
-    sink_conns = sorted({conn(s.connection) for s in definition.sinks.values()} - {staging})
+    sink_conns = sorted({conn(s.connection) for s in definition.sinks.values() if s.type not in SINK_TASKS} - {staging})
     o = definition.orchestration
     common = _task_args(definition, owner)
     with DAG(
         dag_id=dag_id,
         description=(description or "")[:200] or None,
         doc_md=description,
-        schedule=None,
+        schedule=_schedule(schedules),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=o.max_active_runs,
@@ -255,6 +282,11 @@ def build_dag(
             _sink_tasks(definition, conn, staging, tasks, common)
         _wire(definition, tasks, prepare)
         checks = _quality_tasks(definition, conn, tasks, common)
+        # Incremental sources: their marks are saved only once every sink and check has passed.
+        commit = watermark_task(definition, staging, common)
+        if commit is not None:
+            commit.set_upstream([*(tasks[("sink", n)] for n in definition.sinks), *checks])
+            checks = [*checks, commit]
         cleanup = CleanupStagingOperator(
             task_id=TEARDOWN_TASK_ID,
             conn_ids=[staging, *sink_conns],
@@ -276,4 +308,5 @@ def load_pipeline_dag(config_json: str) -> DAG:
         description=cfg.get("description"),
         tags=cfg.get("tags"),
         owner=cfg.get("owner", "pipeline-service"),
+        schedules=cfg.get("schedules"),
     )

@@ -13,6 +13,7 @@ from dag_factory.spec.models import (
     Deduplicate,
     Filter,
     LookupJoin,
+    Mask,
     SelectColumns,
     SqlTransform,
 )
@@ -67,7 +68,26 @@ def select_columns_sql(t: SelectColumns) -> str:
     return f"SELECT {', '.join(columns)} FROM {quote(t.input)}"
 
 
+def _masked(column: str, strategy: str) -> str:
+    # The value is read through to_jsonb(row) so that a column the input lacks yields NULL, not an error.
+    value = f"(to_jsonb(i) ->> '{column}')"
+    return {
+        "hash": f"encode(sha256(convert_to({value}, 'UTF8')), 'hex')",
+        "last4": f"repeat('*', greatest(length({value}) - 4, 0)) || right({value}, 4)",
+        "redact": f"CASE WHEN {value} IS NULL THEN NULL ELSE '[REDACTED]' END",
+        "null": "NULL",
+    }[strategy]
+
+
+def mask_sql(t: Mask) -> str:
+    """jsonb_populate_record overwrites the masked keys of each row and keeps every other column as it is;
+    keys that are not columns of the input are ignored. Column names are plain identifiers (spec)."""
+    pairs = ", ".join(f"'{c}', {_masked(c, s)}" for c, s in t.columns.items())
+    return f"SELECT m.* FROM {quote(t.input)} AS i, LATERAL jsonb_populate_record(i, jsonb_build_object({pairs})) AS m"
+
+
 _GENERATORS = {
+    "mask": mask_sql,
     "lookup_join": lookup_join_sql,
     "filter": filter_sql,
     "aggregate": aggregate_sql,

@@ -3,24 +3,37 @@
 Each run works in its own staging schema, `staging_schema(run_id)`, of the staging database.
 """
 
+from dag_factory.operators.extract import ExtractOperator, PlanPartitionsOperator, UnionPartitionsOperator
 from dag_factory.operators.load import LoadTableOperator
+from dag_factory.operators.objects import StageHttpOperator, StageObjectsOperator, WriteObjectsOperator
 from dag_factory.operators.python import PythonStepOperator
 from dag_factory.operators.quality import QualityCheckOperator
 from dag_factory.operators.sql import SqlTransformOperator
+from dag_factory.operators.sql_load import SqlLoadOperator
 from dag_factory.operators.staging import (
     CleanupStagingOperator,
     PrepareStagingOperator,
     StageTableOperator,
     staging_schema,
 )
+from dag_factory.operators.watermark import WATERMARK_TASK_ID, CommitWatermarksOperator
 
 __all__ = [
+    "WATERMARK_TASK_ID",
+    "CommitWatermarksOperator",
+    "ExtractOperator",
+    "PlanPartitionsOperator",
+    "SqlLoadOperator",
+    "UnionPartitionsOperator",
     "CleanupStagingOperator",
     "LoadTableOperator",
     "PrepareStagingOperator",
     "PythonStepOperator",
     "QualityCheckOperator",
     "SqlTransformOperator",
+    "StageHttpOperator",
+    "StageObjectsOperator",
     "StageTableOperator",
+    "WriteObjectsOperator",
     "staging_schema",
 ]

@@ -17,6 +17,7 @@ from dag_factory.hooks.postgres import PostgresHook, split_table
 from dag_factory.operators.base import PipelineOperator
 
 SEVERITIES = ("error", "warn")
+XCOM_RETURN_KEY = "return_value"  # the key a task's returned value is stored under (BaseXCom.XCOM_RETURN_KEY)
 # Result entries worth a place in the one log line per check.
 _HEADLINE = ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count")
 
@@ -61,6 +62,13 @@ def _expectation_class(gx: Any, expectation: str) -> Any:
         return getattr(gx.expectations, expectation_class_name(expectation), None)
 
 
+def _push_results(context: Any, results: list[dict[str, Any]]) -> None:
+    """The results as the task's XCom return value, also when the task is about to fail."""
+    ti = context.get("ti") if hasattr(context, "get") else None
+    if ti is not None:
+        ti.xcom_push(key=XCOM_RETURN_KEY, value=results)
+
+
 class QualityCheckOperator(PipelineOperator):
     """Runs great-expectations checks on `table` (`schema.table`) of connection `conn_id`.
 
@@ -69,11 +77,14 @@ class QualityCheckOperator(PipelineOperator):
     check is only logged. Returns the results of every check.
     """
 
-    def __init__(self, *, conn_id: str, table: str, checks: list[dict[str, Any]], **kwargs: Any):
+    def __init__(
+        self, *, conn_id: str, table: str, checks: list[dict[str, Any]], dataset: str | None = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.table = table
         self.checks = checks
+        self.dataset = dataset  # the definition's name of what is checked (a sink), for the results
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         os.environ.setdefault("TQDM_DISABLE", "1")
@@ -83,10 +94,17 @@ class QualityCheckOperator(PipelineOperator):
 
         planned = [(check, self._expectation(gx, check)) for check in self.checks]  # config errors first
         hook = PostgresHook(self.conn_id)
-        with self._batch(gx, hook, ProgressBarsConfig(globally=False)) as batch:
-            results = [self._validate(batch, check, expectation, hook) for check, expectation in planned]
+        try:
+            with self._batch(gx, hook, ProgressBarsConfig(globally=False)) as batch:
+                results = [self._validate(batch, check, expectation, hook) for check, expectation in planned]
+        except AirflowException as exc:  # no batch (table missing, database down): every check failed with it
+            _push_results(context, [self._outcome(check, False, {"errors": [str(exc)]}) for check in self.checks])
+            raise
         failed = [r["name"] for r in results if not r["success"] and r["severity"] == "error"]
         if failed:
+            # A failing task returns nothing: push the results as its return value before failing, so that
+            # the failed checks (observed values, unexpected counts) are as readable as the passed ones.
+            _push_results(context, results)
             raise AirflowFailException(f"quality checks failed on {self.table}: {', '.join(failed)}")
         return results
 
@@ -135,15 +153,20 @@ class QualityCheckOperator(PipelineOperator):
         errors = [hook.scrub(m) for m in _exception_messages(res.exception_info)]
         if errors:
             result["errors"] = errors
-        out = {
-            "name": check.get("name"),
-            "expectation": check["expectation"],
-            "severity": check.get("severity", "error"),
-            "success": bool(res.success),
-            "result": result,
-        }
+        out = self._outcome(check, bool(res.success), result)
         self._log_result(out)
         return out
+
+    def _outcome(self, check: dict[str, Any], success: bool, result: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": check.get("name"),
+            "dataset": self.dataset,
+            "table": self.table,
+            "expectation": check.get("expectation"),
+            "severity": check.get("severity", "error"),
+            "success": success,
+            "result": result,
+        }
 
     def _log_result(self, r: dict[str, Any]) -> None:
         numbers_ = ", ".join(f"{k}={r['result'][k]}" for k in _HEADLINE if k in r["result"])

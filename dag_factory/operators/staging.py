@@ -47,8 +47,11 @@ class CleanupStagingOperator(PipelineOperator):
         schema = staging_schema(context["run_id"])
         drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
         for conn_id in dict.fromkeys(self.conn_ids):
+            hook = PostgresHook(conn_id)
+            if hook._airflow_connection().conn_type not in ("postgres", "postgresql"):
+                continue  # a `sql` sink on another database (SQLite...): nothing is staged there
             # A bounded wait: a lock held by a stuck statement fails the teardown instead of hanging it.
-            PostgresHook(conn_id).run(sql.SQL("SET LOCAL lock_timeout = '120s'"), drop)
+            hook.run(sql.SQL("SET LOCAL lock_timeout = '120s'"), drop)
             self.log.info("dropped staging schema %s on %s", schema, conn_id)
         return schema
 

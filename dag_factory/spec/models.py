@@ -6,9 +6,10 @@ Every model forbids unknown keys: a typo in a definition is an error, not a sile
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The task that drops a run's staging schema: an Airflow teardown, so it runs even when the run is cancelled.
 TEARDOWN_TASK_ID = "cleanup_staging"
@@ -68,7 +69,87 @@ class _Step(_Strict):
 Materialize = Literal["table", "view"]
 
 
-class PostgresSource(_Step):
+# -- incremental and partitioned extraction (postgres and sql sources) ---------------------------------
+MAX_PARTITIONS = 64
+# A value of a key or high-water mark column as JSON gives it: a number, or a string (dates, timestamps).
+KeyValue = int | float | str
+
+
+class Incremental(_Strict):
+    """Extract only rows whose `column` is greater than the high-water mark of the last successful run.
+
+    The mark is the largest `column` value staged by that run; it is saved only when the whole run succeeded
+    (sinks loaded, error checks passed), so a failed run's rows are extracted again by the next run.
+    """
+
+    column: ColumnName
+    initial_value: KeyValue | None = Field(
+        default=None, description="the first run extracts rows with column > initial_value (default: every row)"
+    )
+
+
+class Partitions(_Strict):
+    """Parallel extraction by ranges of `column`: one task per range, the dataset is their union.
+
+    `count`: N ranges of equal width between min and max of the column, computed at run time (numbers,
+    dates, timestamps). `bounds`: ascending split points, giving len(bounds)+1 ranges (below the first,
+    between each pair, from the last up). NULLs go to the first range: every row is extracted exactly once.
+    `column` defaults to `incremental.column`, else the table's single-column primary key (found at run time).
+    A bare number (`"partitions": 4`) is short for `{"count": 4}`.
+    """
+
+    column: ColumnName | None = None
+    count: int | None = Field(default=None, ge=1, le=MAX_PARTITIONS)
+    bounds: list[KeyValue] | None = Field(default=None, min_length=1, max_length=MAX_PARTITIONS - 1)
+
+    @model_validator(mode="after")
+    def _count_or_bounds(self) -> Partitions:
+        if (self.count is None) == (self.bounds is None):
+            raise ValueError("give either 'count' (ranges computed at run time) or 'bounds' (split points)")
+        if self.bounds is not None:
+            kinds = {type(b) if not isinstance(b, int | float) else float for b in self.bounds}
+            if len(kinds) > 1:
+                raise ValueError("'bounds' must all be numbers or all be strings")
+            if any(b >= a for a, b in zip(self.bounds[1:], self.bounds, strict=False)):
+                raise ValueError("'bounds' must be strictly ascending")
+        return self
+
+    @property
+    def size(self) -> int:
+        """How many extraction tasks."""
+        return self.count if self.count is not None else len(self.bounds or []) + 1
+
+
+def _partitions_shorthand_schema(schema: dict[str, Any]) -> None:
+    """The published JSON Schema accepts the bare number too (the model turns it into {count: N})."""
+    schema.setdefault("anyOf", []).insert(0, {"type": "integer", "minimum": 1, "maximum": MAX_PARTITIONS})
+
+
+class _Extracted(_Step):
+    """A database source: optionally incremental and/or partitioned."""
+
+    incremental: Incremental | None = None
+    partitions: Partitions | None = Field(
+        default=None,
+        description="{column, count} or {column, bounds}; a bare number N is short for {count: N}",
+        json_schema_extra=_partitions_shorthand_schema,
+    )
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partitions_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"count": value}
+        return value
+
+    def partition_column(self) -> str | None:
+        """The explicit partition column, else the incremental one; None: the primary key, at run time."""
+        if self.partitions is None:
+            return None
+        return self.partitions.column or (self.incremental.column if self.incremental else None)
+
+
+class PostgresSource(_Extracted):
     type: Literal["postgres"]
     connection: ConnectionName
     table: TableName
@@ -76,7 +157,142 @@ class PostgresSource(_Step):
     materialize: Materialize = Field(default="table", description="view: only when on the staging connection")
 
 
-Source = Annotated[PostgresSource, Field(discriminator="type")]
+class SqlSource(_Extracted):
+    """A table (or one SELECT) of any SQLAlchemy-reachable database behind a `jdbc`/`sql` connection, read in
+    batches and bulk-loaded (COPY) into the staging schema."""
+
+    type: Literal["sql"]
+    connection: ConnectionName
+    table: TableName | None = None
+    where: str | None = Field(default=None, description="SQL predicate on the table; may use {{ params.x }}")
+    query: str | None = Field(default=None, min_length=1, description="one SELECT, instead of table; may use Jinja")
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000, description="rows fetched and copied at a time")
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give either 'table' (with an optional 'where') or 'query'")
+        if self.query is not None and self.where is not None:
+            raise ValueError("'where' applies to 'table': put the predicate in the query instead")
+        return self
+
+
+# -- files, S3 objects and HTTP APIs ------------------------------------------------------------------
+# Formats read by the file and s3 sources, and written by the file and s3 sinks.
+ReadFormat = Literal["csv", "jsonl", "parquet"]
+WriteFormat = Literal["csv", "parquet"]
+# Sinks that write objects (files) rather than a table: no staging connection of their own, no GE checks.
+OBJECT_SINK_TYPES = ("file", "s3")
+# Connection types (see connections.types) that a source or sink of each type accepts.
+CONNECTION_TYPES_BY_STEP: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgres", "jdbc", "sql"),
+    "sql": ("jdbc", "sql", "postgres"),
+    "s3": ("s3",),
+    "http": ("http",),
+}
+
+
+def _relative_path(value: str) -> str:
+    """A path under the file root: relative, without `..`, so that no definition reaches outside it."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if value.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", value):
+        raise ValueError("must be relative to the file root (PIPELINE_FILE_ROOT), not absolute")
+    if "\\" in value or "\x00" in value:
+        raise ValueError("must use '/' as separator and contain no NUL")
+    if ".." in value.split("/"):
+        raise ValueError("must not contain '..': paths stay under the file root")
+    return value
+
+
+def _relative_glob(value: str) -> str:
+    if value.startswith("/") or ".." in value.split("/") or "\\" in value:
+        raise ValueError("a glob is matched against paths under `path`: no leading '/', no '..'")
+    return value
+
+
+RelativePath = Annotated[
+    str,
+    Field(max_length=1024, description="relative to the file root (PIPELINE_FILE_ROOT)"),
+    AfterValidator(_relative_path),
+]
+Glob = Annotated[
+    str,
+    Field(min_length=1, max_length=500, description="fnmatch pattern on paths relative to path/prefix; '*' spans '/'"),
+    AfterValidator(_relative_glob),
+]
+BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+KeyPrefix = Annotated[str, Field(default="", max_length=1024, pattern=r"^[^/\x00][^\x00]*$|^$")]
+# `a.b.c` into a JSON document (list items by index: `data.0.items`); empty: the document itself.
+JsonPointer = Annotated[str, Field(max_length=500, pattern=r"^([^.\s]+(\.[^.\s]+)*)?$")]
+QueryParam = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]]{1,100}$")]
+
+
+class _ObjectReader(_Step):
+    glob: Glob = "*"
+    format: ReadFormat
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="csv only")
+
+
+class FileSource(_ObjectReader):
+    """Files under `path` (a directory or one file) of the workers' file root, matching `glob`."""
+
+    type: Literal["file"]
+    path: RelativePath
+
+
+class S3Source(_ObjectReader):
+    """Objects of `bucket` under `prefix` matching `glob`, through an `s3` connection."""
+
+    type: Literal["s3"]
+    connection: ConnectionName
+    bucket: BucketName
+    prefix: KeyPrefix = ""
+
+
+class PageNumberPagination(_Strict):
+    """`page_param` = start, start+1, ... until a page has no records (or fewer than `size`)."""
+
+    type: Literal["page_number"]
+    page_param: QueryParam = "page"
+    start: int = Field(default=1, ge=0)
+    size_param: QueryParam | None = None
+    size: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class NextLinkPagination(_Strict):
+    """The next page's URL (absolute on the same host, or a path) is at `next_path` in each response."""
+
+    type: Literal["next_link"]
+    next_path: JsonPointer = "next"
+
+
+class CursorPagination(_Strict):
+    """The value at `cursor_path` of each response goes into `cursor_param` of the next request."""
+
+    type: Literal["cursor"]
+    cursor_path: JsonPointer
+    cursor_param: QueryParam = "cursor"
+
+
+Pagination = Annotated[PageNumberPagination | NextLinkPagination | CursorPagination, Field(discriminator="type")]
+
+
+class HttpSource(_Step):
+    """JSON records from an API behind an `http` connection (GET `path` relative to its base URL)."""
+
+    type: Literal["http"]
+    connection: ConnectionName
+    path: str = Field(default="/", max_length=1000, pattern=r"^/?[^\s?#]*$")
+    params: dict[QueryParam, str | int | float | bool] = Field(
+        default_factory=dict, description="query parameters; string values may use {{ params.x }}"
+    )
+    records_path: JsonPointer = Field(default="", description="where the list of records is in each response")
+    pagination: Pagination | None = None
+    max_pages: int = Field(default=100, ge=1, le=100_000, description="stops (with a warning) after this many pages")
+
+
+Source = Annotated[PostgresSource | SqlSource | FileSource | S3Source | HttpSource, Field(discriminator="type")]
 
 
 class SqlTransform(_Step):
@@ -192,8 +408,29 @@ class PythonStep(_Step):
         return list(self.inputs)
 
 
+# How `mask` rewrites a value: sha256 hex (pseudonymous, still joinable), `************1234`, a fixed marker, NULL.
+MaskStrategy = Literal["hash", "last4", "redact", "null"]
+
+
+class Mask(_Step):
+    """Masks columns in place, pushed down: same columns, same order, only the named values rewritten.
+
+    A named column the input does not have is left alone, so a compliance pack can mask a column wherever
+    it appears. hash/last4/redact produce text: mask text columns with them (`null` suits any type).
+    """
+
+    name: DatasetName
+    type: Literal["mask"]
+    materialize: Materialize = "table"
+    input: DatasetName
+    columns: dict[ColumnName, MaskStrategy] = Field(min_length=1, description="column -> masking strategy")
+
+    def input_names(self) -> list[str]:
+        return [self.input]
+
+
 Transformation = Annotated[
-    SqlTransform | LookupJoin | Filter | Aggregate | Deduplicate | SelectColumns | PythonStep,
+    SqlTransform | LookupJoin | Filter | Aggregate | Deduplicate | SelectColumns | Mask | PythonStep,
     Field(discriminator="type"),
 ]
 
@@ -213,7 +450,52 @@ class PostgresSink(_Step):
         return self
 
 
-Sink = Annotated[PostgresSink, Field(discriminator="type")]
+class SqlSink(_Step):
+    """A table of any SQLAlchemy-reachable database behind a `jdbc`/`sql` connection (created when missing)."""
+
+    type: Literal["sql"]
+    connection: ConnectionName
+    table: TableName
+    input: DatasetName
+    mode: Literal["append", "overwrite", "merge"] = "append"
+    keys: list[ColumnName] | None = None
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000, description="rows written at a time")
+
+    @model_validator(mode="after")
+    def _merge_needs_keys(self) -> SqlSink:
+        if self.mode == "merge" and not self.keys:
+            raise ValueError("mode 'merge' needs 'keys' (the columns that identify a row)")
+        return self
+
+
+class _ObjectWriter(_Step):
+    input: DatasetName
+    format: WriteFormat = "parquet"
+    partition_by: list[ColumnName] = Field(
+        default_factory=list, description="hive-style directories col=value/ (the columns leave the files)"
+    )
+    mode: Literal["overwrite", "append"] = Field(
+        default="overwrite", description="overwrite: replace everything under the target; append: add part files"
+    )
+
+
+class FileSink(_ObjectWriter):
+    """Writes a dataset as files under `path` (a directory) of the workers' file root."""
+
+    type: Literal["file"]
+    path: RelativePath
+
+
+class S3Sink(_ObjectWriter):
+    """Writes a dataset as objects under `prefix` (a directory) of `bucket`, through an `s3` connection."""
+
+    type: Literal["s3"]
+    connection: ConnectionName
+    bucket: BucketName
+    prefix: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^/\x00][^\x00]*$")]
+
+
+Sink = Annotated[PostgresSink | SqlSink | FileSink | S3Sink, Field(discriminator="type")]
 
 
 class QualityCheck(_Strict):
@@ -255,10 +537,13 @@ class PipelineDefinition(_Strict):
     orchestration: Orchestration = Field(default_factory=Orchestration)
 
     def connection_names(self) -> list[str]:
-        names = [s.connection for s in self.sources.values()] + [s.connection for s in self.sinks.values()]
+        steps = [*self.sources.values(), *self.sinks.values()]
+        names = [c for c in (getattr(s, "connection", None) for s in steps) if c]  # a file source has none
         if self.orchestration.staging_connection:
             names.append(self.orchestration.staging_connection)
         return sorted(set(names))
 
-    def staging_connection(self) -> str:
-        return self.orchestration.staging_connection or next(iter(self.sinks.values())).connection
+    def staging_connection(self) -> str | None:
+        """The explicit one, or the first sink's that is a database (None when every sink writes files)."""
+        tables = (s.connection for s in self.sinks.values() if s.type not in OBJECT_SINK_TYPES)
+        return self.orchestration.staging_connection or next(tables, None)

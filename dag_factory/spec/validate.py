@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec.expectations import known_expectations
-from dag_factory.spec.models import Filter, PipelineDefinition, PythonStep, SqlTransform
+from dag_factory.spec.models import OBJECT_SINK_TYPES, Filter, PipelineDefinition, PythonStep, SqlTransform
 
 
 def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -37,8 +37,8 @@ def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
 
 
 _UNIONS = {
-    "sources": {"postgres"},
-    "sinks": {"postgres"},
+    "sources": {"postgres", "sql", "file", "s3", "http"},
+    "sinks": {"postgres", "sql", "file", "s3"},
     "transformations": {
         "sql_transform",
         "lookup_join",
@@ -46,6 +46,7 @@ _UNIONS = {
         "aggregate",
         "deduplicate",
         "select_columns",
+        "mask",
         "python",
     },
 }
@@ -112,7 +113,7 @@ def _transformation_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
         if t.name in known:
             errors.append({"path": f"{here}.name", "message": f"dataset name '{t.name}' is used twice"})
         for field in ("input", "lookup", "inputs"):
-            values = getattr(t, field, None)
+            values = _field(t, field)
             if values is None:
                 continue
             for j, name in enumerate(values if isinstance(values, list) else [values]):
@@ -157,7 +158,7 @@ def _dependency_errors(d: PipelineDefinition) -> Errors:
     datasets, sinks = {n for k, n in steps if k == "dataset"}, set(d.sinks)
     graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key, (path, step) in steps.items():
-        inputs = step.input_names() if hasattr(step, "input_names") else [getattr(step, "input", None)]
+        inputs = step.input_names() if _has_method(step, "input_names") else [_field(step, "input")]
         graph[key] = [("dataset", n) for n in inputs if n in datasets]
         for j, name in enumerate(step.depends_on):
             dep = step_key(datasets, sinks, name)
@@ -201,8 +202,10 @@ def find_cycle(graph: dict[Any, list[Any]]) -> list[Any] | None:
 def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
     errors = _transformation_errors(d, check_sql)
     staging = d.staging_connection()
+    errors += _object_io_errors(d, staging)
+    errors += _extraction_errors(d)
     for name, src in d.sources.items():
-        if src.materialize == "view" and src.connection != staging:
+        if getattr(src, "materialize", "table") == "view" and src.connection != staging:
             message = f"a view needs the source on the staging connection '{staging}' (here: '{src.connection}')"
             errors.append({"path": f"sources.{name}.materialize", "message": message})
     known = set(d.sources) | {t.name for t in d.transformations}
@@ -225,6 +228,50 @@ def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
         if p.default is not None:
             errors += [{"path": f"parameters.{pname}.default", "message": m} for m in param_errors(p, p.default)]
     return errors
+
+
+def _extraction_errors(d: PipelineDefinition) -> Errors:
+    """Incremental and partitioned sources (postgres, sql): what the models alone cannot see."""
+    errors: Errors = []
+    for name, src in d.sources.items():
+        incremental, partitions = getattr(src, "incremental", None), getattr(src, "partitions", None)
+        here = f"sources.{name}"
+        if (incremental or partitions) and getattr(src, "materialize", "table") == "view":
+            # A view is evaluated later, by its readers: what it returns is not what the mark was computed from.
+            message = "incremental or partitioned sources are staged as tables: remove materialize 'view'"
+            errors.append({"path": f"{here}.materialize", "message": message})
+        if partitions and src.partition_column() is None and getattr(src, "table", None) is None:
+            message = "required for a query source (or set incremental.column): a query has no primary key"
+            errors.append({"path": f"{here}.partitions.column", "message": message})
+    return errors
+
+
+def _object_io_errors(d: PipelineDefinition, staging: str | None) -> Errors:
+    """File/s3 sinks: no database of their own to stage in or to run great-expectations against."""
+    errors: Errors = []
+    if staging is None:
+        message = "required when every sink writes files or objects: the database where datasets are staged"
+        errors.append({"path": "orchestration.staging_connection", "message": message})
+    for i, check in enumerate(d.quality_checks):
+        sink = d.sinks.get(check.dataset)
+        if sink is not None and sink.type in OBJECT_SINK_TYPES:
+            message = (
+                f"checks run on database tables; sink '{check.dataset}' writes {sink.type} objects "
+                f"(check its input '{sink.input}' through a database sink instead)"
+            )
+            errors.append({"path": f"quality_checks[{i}].dataset", "message": message})
+    return errors
+
+
+def _field(model: Any, name: str) -> Any:
+    """A model's field value, None when its type has no such field. Not getattr: on a pydantic model a missing
+    attribute costs a Python __getattr__ and a raised AttributeError, several microseconds, and the DAG files
+    validate their definition on every parse."""
+    return model.__dict__.get(name)
+
+
+def _has_method(model: Any, name: str) -> bool:
+    return any(name in vars(cls) for cls in type(model).__mro__)  # no pydantic __getattr__ on a miss either
 
 
 def _unknown(name: str, known: set[str], what: str = "dataset") -> str:

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from service.connections.models import Connection
+from service.db import page
 
 
 def get(session: Session, tenant_id: str, connection_id: str) -> Connection | None:
@@ -18,6 +19,13 @@ def by_name(session: Session, tenant_id: str, name: str) -> Connection | None:
     return session.scalars(stmt).one_or_none()
 
 
+def _of_tenant(tenant_id: str) -> Select[tuple[Connection]]:
+    return select(Connection).where(Connection.tenant_id == tenant_id).order_by(Connection.created_at, Connection.id)
+
+
 def list_all(session: Session, tenant_id: str) -> Sequence[Connection]:
-    stmt = select(Connection).where(Connection.tenant_id == tenant_id).order_by(Connection.created_at, Connection.id)
-    return session.scalars(stmt).all()
+    return session.scalars(_of_tenant(tenant_id)).all()
+
+
+def list_page(session: Session, tenant_id: str, *, offset: int, limit: int) -> tuple[Sequence[Connection], int]:
+    return page(session, _of_tenant(tenant_id), offset=offset, limit=limit)

@@ -41,9 +41,8 @@ def list_connections(
     page: Annotated[int, Query(ge=0)] = 0,
     size: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> Page[ConnectionOut]:
-    rows = repository.list_all(session, principal.tenant_id)
-    items = [service.to_out(c) for c in rows[page * size : (page + 1) * size]]
-    return Page[ConnectionOut](items=items, total=len(rows), page=page, size=size)
+    rows, total = repository.list_page(session, principal.tenant_id, offset=page * size, limit=size)
+    return Page[ConnectionOut](items=[service.to_out(c) for c in rows], total=total, page=page, size=size)
 
 
 @router.get("/{connection_id}", response_model=ConnectionOut, response_model_by_alias=True)

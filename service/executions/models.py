@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
@@ -21,6 +21,8 @@ class Execution(Base):
     engine: Mapped[str] = mapped_column(String(20), default="airflow")
     priority: Mapped[str] = mapped_column(String(10), default="NORMAL")
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The schedule that started it (its trigger endpoint, or Airflow's scheduler); null when executed by request.
+    schedule_id: Mapped[str | None] = mapped_column(String(32), index=True)
     # Outbox: the execution is stored first; `submitted` flips once Airflow has the run.
     submitted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     submit_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -28,6 +30,9 @@ class Execution(Base):
     airflow_state: Mapped[str | None] = mapped_column(String(20))
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Results of the run's quality checks, read from the quality tasks' XCom once the run has finished;
+    # null until then.
+    quality_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_by: Mapped[str | None] = mapped_column(String(200))
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

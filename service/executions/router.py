@@ -38,6 +38,7 @@ def list_executions(
     principal: CurrentPrincipal,
     session: DbSession,
     pipeline_id: Annotated[str | None, Query(alias="pipelineId")] = None,
+    schedule_id: Annotated[str | None, Query(alias="scheduleId", description="executions of one schedule")] = None,
     status: Annotated[str | None, Query()] = None,
     submitted_from: Annotated[
         datetime | None, Query(alias="from", description="submittedAt at or after (ISO 8601)")
@@ -66,6 +67,7 @@ def list_executions(
         status=status,
         submitted_from=submitted_from,
         submitted_to=submitted_to,
+        schedule_id=schedule_id,
         offset=page * size,
         limit=size,
     )

@@ -42,6 +42,26 @@ class Metrics(ApiModel):
     elapsed_ms: int | None = Field(None, description="from the run's start to its end (or to now while running)")
 
 
+class QualityResultOut(ApiModel):
+    """One great-expectations check of the run. Numbers are null where the expectation has none (a column
+    map expectation counts unexpected values, an aggregate one has an observed value)."""
+
+    name: str | None
+    dataset: str | None = Field(None, description="the checked dataset (a sink) of the definition")
+    table: str | None = None
+    expectation: str | None
+    severity: str | None = Field(None, description="error: a failure fails the run; warn: recorded only")
+    success: bool
+    observed_value: Any = None
+    element_count: int | None = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    missing_count: int | None = None
+    errors: list[str] = Field(default_factory=list, description="why the check could not be evaluated")
+    details: dict[str, Any] = Field(default_factory=dict, description="great-expectations' whole result")
+    task_id: str | None = None
+
+
 class ExecutionOut(ApiModel):
     execution_id: str
     pipeline_id: str
@@ -50,6 +70,7 @@ class ExecutionOut(ApiModel):
     engine: str
     priority: str
     parameters: dict[str, Any]
+    schedule_id: str | None = Field(None, description="the schedule that started it; null when executed by request")
     progress: Progress
     tasks: list[TaskOut] = Field(default_factory=list)
     error_message: str | None
@@ -60,6 +81,9 @@ class ExecutionOut(ApiModel):
     metrics: Metrics = Field(default_factory=Metrics)
     estimated_duration_ms: int | None = Field(
         None, description="median of the pipeline's recent successful executions at submission; null without history"
+    )
+    quality_results: list[QualityResultOut] = Field(
+        default_factory=list, description="the run's quality checks, once it has finished; empty without checks"
     )
 
 

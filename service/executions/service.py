@@ -24,7 +24,16 @@ from service.auth import Principal
 from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable, Conflict, NotFound, RateLimited, ServiceError, ValidationFailed
 from service.executions.models import Execution
-from service.executions.schemas import ENGINES, PRIORITIES, ExecuteIn, ExecutionOut, Metrics, Progress, TaskOut
+from service.executions.schemas import (
+    ENGINES,
+    PRIORITIES,
+    ExecuteIn,
+    ExecutionOut,
+    Metrics,
+    Progress,
+    QualityResultOut,
+    TaskOut,
+)
 from service.pipelines import repository as pipeline_repo
 from service.pipelines import service as pipelines
 from service.pipelines.models import Pipeline
@@ -41,6 +50,7 @@ MAX_SUBMIT_ATTEMPTS = 20
 # submitted (CRITICAL first). It matters when executions queue up (Airflow down, a backlog of submissions).
 _PRIORITY_RANK = case({p: i for i, p in enumerate(reversed(PRIORITIES))}, value=Execution.priority, else_=9)
 ESTIMATE_SAMPLE = 10  # successful runs the duration estimate looks at
+QUALITY_PREFIX = "quality."  # task ids of the great-expectations checks (one task per checked dataset)
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -256,8 +266,9 @@ def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> N
     if status in TERMINAL:
         ex.finished_at = _ts(run.get("end_date")) or utcnow()
         ex.error_message = _failure_message(ex, tis, airflow) if status == FAILED else None
+        ex.quality_results = quality_results(ex, airflow, tis)
     else:
-        ex.finished_at, ex.error_message = None, None
+        ex.finished_at, ex.error_message, ex.quality_results = None, None, None
     ex.status = status
 
 
@@ -271,6 +282,8 @@ def _task_rows(
         task_id, attempt = ti["task_id"], ti.get("try_number") or 0
         if ti.get("state") != "success" or (rows.get(task_id) or {}).get("try") == attempt:
             continue
+        if task_id.startswith(QUALITY_PREFIX):
+            continue  # check results, no rows: read once the run has finished (quality_results)
         try:
             value = airflow.xcom_value(ex.dag_id, ex.id, task_id)
         except AirflowNotFound:
@@ -287,6 +300,54 @@ def _rows_of(value: Any) -> int | None:
             return None
     rows = value.get("rows") if isinstance(value, dict) else None
     return rows if isinstance(rows, int) else None
+
+
+def quality_results(ex: Execution, airflow: AirflowClient, tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The check results of every quality task that ran, from its XCom return value: one call per quality task,
+    made once, when the run has finished. A task whose error-severity check failed pushed its results before
+    failing; one that never ran (its sink failed) has none."""
+    out: list[dict[str, Any]] = []
+    for ti in tis:
+        task_id = ti["task_id"]
+        if not task_id.startswith(QUALITY_PREFIX) or ti.get("state") not in ("success", "failed"):
+            continue
+        try:
+            value = airflow.xcom_value(ex.dag_id, ex.id, task_id)
+        except AirflowNotFound:
+            continue  # failed before it could check anything (e.g. killed)
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        if isinstance(value, list):
+            out.extend(_quality_result(task_id, r) for r in value if isinstance(r, dict))
+    return out
+
+
+def _quality_result(task_id: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """One check's outcome as stored (snake_case, QualityResultOut's fields): headline numbers on top, the
+    whole great-expectations result in `details`."""
+    result = raw.get("result")
+    if not isinstance(result, dict):
+        result = {}
+    errors = result.get("errors")
+    return {
+        "name": raw.get("name"),
+        "dataset": raw.get("dataset") or task_id.removeprefix(QUALITY_PREFIX),
+        "table": raw.get("table"),
+        "expectation": raw.get("expectation"),
+        "severity": raw.get("severity"),
+        "success": bool(raw.get("success")),
+        "observed_value": result.get("observed_value"),
+        "element_count": result.get("element_count"),
+        "unexpected_count": result.get("unexpected_count"),
+        "unexpected_percent": result.get("unexpected_percent"),
+        "missing_count": result.get("missing_count"),
+        "errors": [str(e) for e in errors] if isinstance(errors, list) else [],
+        "details": {k: v for k, v in result.items() if k != "errors"},
+        "task_id": task_id,
+    }
 
 
 def _metrics(ex: Execution) -> Metrics:
@@ -308,29 +369,56 @@ def _metrics(ex: Execution) -> Metrics:
 class StatusCache:
     """Serialised status bodies per (tenant, execution) for a short time: polls of a finished execution, or
     of a running one within the status max age, cost no database read. Bounded; per process (a retry or
-    reopen by another replica shows after at most `status_cache_seconds`)."""
+    reopen by another replica shows after at most `status_cache_seconds`).
+
+    When an entry expires, the first poller to see it claims the refresh (`lookup`), and until it stores
+    the new body the other pollers get the expired one: fifty clients polling one execution cause one
+    database read per expiry, not fifty at the same instant."""
 
     MAX_ENTRIES = 10_000
+    CLAIM_SECONDS = 5.0  # a refresh that has not finished by then is presumed lost: the next poller claims it
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[float, bytes]] = {}
+        self._claims: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str]) -> bytes | None:
         entry = self._entries.get(key)
         return entry[1] if entry and entry[0] > time.monotonic() else None
 
-    def put(self, key: tuple[str, str], body: bytes, ttl: float) -> None:
-        if ttl <= 0:
-            return
+    def lookup(self, key: tuple[str, str]) -> tuple[bytes | None, bool]:
+        """(body, claimed): a fresh body; or an expired one while another caller refreshes it; or
+        (None, True) when this caller must refresh it (then put() or release())."""
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1], False
         with self._lock:
+            claimed_at = self._claims.get(key)
+            if entry is not None and claimed_at is not None and now - claimed_at < self.CLAIM_SECONDS:
+                return entry[1], False
+            self._claims[key] = now
+        return None, True
+
+    def put(self, key: tuple[str, str], body: bytes, ttl: float) -> None:
+        with self._lock:
+            self._claims.pop(key, None)
+            if ttl <= 0:
+                return
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
+                self._claims.clear()
             self._entries[key] = (time.monotonic() + ttl, body)
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._claims.pop(key, None)
 
     def drop(self, key: tuple[str, str]) -> None:
         with self._lock:
             self._entries.pop(key, None)
+            self._claims.pop(key, None)
 
 
 status_cache = StatusCache()
@@ -390,6 +478,7 @@ def to_out(ex: Execution) -> ExecutionOut:
         engine=ex.engine,
         priority=ex.priority,
         parameters=ex.parameters,
+        schedule_id=ex.schedule_id,
         progress=Progress.model_validate(snapshot.get("progress", {})),
         tasks=[TaskOut.model_validate(t) for t in snapshot.get("tasks", [])],
         error_message=ex.error_message
@@ -400,6 +489,7 @@ def to_out(ex: Execution) -> ExecutionOut:
         finished_at=ex.finished_at,
         metrics=_metrics(ex),
         estimated_duration_ms=snapshot.get("estimatedDurationMs"),
+        quality_results=[QualityResultOut.model_validate(r) for r in ex.quality_results or []],
     )
 
 
@@ -411,12 +501,15 @@ def list_page(
     status: str | None,
     submitted_from: datetime | None = None,
     submitted_to: datetime | None = None,
+    schedule_id: str | None = None,
     offset: int,
     limit: int,
 ) -> tuple[Sequence[Execution], int]:
     stmt = select(Execution).where(Execution.tenant_id == tenant_id)
     if pipeline_id:
         stmt = stmt.where(Execution.pipeline_id == pipeline_id)
+    if schedule_id:
+        stmt = stmt.where(Execution.schedule_id == schedule_id)
     if status:
         stmt = stmt.where(Execution.status == status)
     if submitted_from:
@@ -474,7 +567,7 @@ def retry(ex: Execution, airflow: AirflowClient) -> None:
     tis = airflow.task_instances(ex.dag_id, ex.id)
     task_ids = retry_set(tis)
     airflow.clear_tasks(ex.dag_id, ex.id, task_ids)
-    ex.status, ex.finished_at, ex.error_message = QUEUED, None, None
+    ex.status, ex.finished_at, ex.error_message, ex.quality_results = QUEUED, None, None, None
     ex.progress = {**(ex.progress or {}), "refreshedAt": None, "retries": (ex.progress or {}).get("retries", 0) + 1}
 
 
@@ -504,6 +597,76 @@ def reopened_in_airflow(session: Session, runs: list[dict[str, Any]]) -> list[st
         )
     ).all()
     return [ex_id for ex_id, status in finished if airflow_status[ex_id] not in (None, status)]
+
+
+def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[dict[str, Any]]) -> list[str]:
+    """Record as executions the runs that Airflow's scheduler started for a pipeline's DAG (run_type
+    scheduled) and the service does not know yet, also those started while the service was down. The run id
+    names the schedule (dag_factory.spec.schedule); the execution carries that schedule's parameters over
+    the pipeline's defaults. Safe on several replicas: the execution id is the run id (a primary key)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from dag_factory.spec.schedule import schedule_at, schedule_id_of
+    from service.schedules import repository as schedule_repo
+    from service.schedules.models import Schedule
+
+    scheduled = [r for r in runs if r.get("run_type") == "scheduled" and len(r.get("dag_run_id") or "") <= 64]
+    if not scheduled:
+        return []
+    known = set(session.scalars(select(Execution.id).where(Execution.id.in_([r["dag_run_id"] for r in scheduled]))))
+    new = [r for r in scheduled if r["dag_run_id"] not in known]
+    dag_ids = {r["dag_id"] for r in new}
+    by_dag = {p.dag_id: p for p in session.scalars(select(Pipeline).where(Pipeline.dag_id.in_(dag_ids)))} if new else {}
+    imported = []
+    for run in new:
+        pipeline = by_dag.get(run["dag_id"])
+        if pipeline is None:
+            continue  # not a pipeline's DAG
+        schedule_id = schedule_id_of(run["dag_run_id"])
+        logical_date = _ts(run.get("logical_date"))
+        if schedule_id is None and logical_date is not None:
+            # Its id was made while Airflow's scheduler still held the DAG's previous version: the logical
+            # date tells the schedule (dag_factory.timetables).
+            enabled = schedule_repo.enabled_for_pipeline(session, pipeline.id)
+            entries = [{"id": s.id, "cron": s.cron_expression, "timezone": s.timezone} for s in enabled]
+            found = schedule_at(entries, logical_date)
+            schedule_id = str(found["id"]) if found else None
+        schedule = session.get(Schedule, schedule_id) if schedule_id else None
+        values = schedule.parameters if schedule is not None and schedule.pipeline_id == pipeline.id else {}
+        try:
+            definition = pipelines.parse_definition(pipeline_repo.current_version(session, pipeline).definition)
+            parameters = validate_parameters(definition, values)
+        except (DefinitionError, ServiceError):
+            parameters = dict(values)
+        ex = Execution(
+            id=run["dag_run_id"],
+            tenant_id=pipeline.tenant_id,
+            pipeline_id=pipeline.id,
+            pipeline_revision=pipeline.revision,
+            dag_id=pipeline.dag_id,
+            status=QUEUED,
+            engine="airflow",
+            priority="NORMAL",
+            parameters=parameters,
+            schedule_id=schedule_id,
+            submitted=True,
+            created_by=f"schedule:{schedule_id}" if schedule_id else "airflow-scheduler",
+            submitted_at=_ts(run.get("run_after") or run.get("queued_at")) or utcnow(),
+            progress={},
+        )
+        try:
+            with session.begin_nested():
+                session.add(ex)
+        except IntegrityError:
+            continue  # another replica imported it first
+        try:
+            refresh(ex, airflow)
+        except ServiceError as exc:
+            if isinstance(exc, AirflowUnavailable):
+                raise
+            log.warning("imported scheduled run %s: %s", ex.id, exc.message)
+        imported.append(ex.id)
+    return imported
 
 
 # -- logs ----------------------------------------------------------------------------------------------

@@ -27,6 +27,11 @@ class Pipeline(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deployed_at: Mapped[datetime | None] = mapped_column()
+    # Provenance of a pipeline created from a template (service/templates): id, version, and the
+    # {parameters, customizations} it was rendered with (to diff against the template's newest version).
+    template_id: Mapped[str | None] = mapped_column(String(150), default=None)
+    template_version: Mapped[str | None] = mapped_column(String(40), default=None)
+    template_inputs: Mapped[dict[str, Any] | None] = mapped_column(default=None)
 
     versions: Mapped[list[PipelineVersion]] = relationship(
         back_populates="pipeline", cascade="all, delete-orphan", order_by="PipelineVersion.revision"

@@ -22,10 +22,11 @@ from service.airflow.client import AirflowClient
 from service.config import Settings
 from service.connections import repository as connection_repo
 from service.db import session_scope, utcnow
-from service.errors import AirflowUnavailable, ServiceError
+from service.errors import AirflowUnavailable, ServiceError, UpstreamError
 from service.pipelines import dagfile, repository
 from service.pipelines.models import Pipeline
 from service.pipelines.service import ACTIVE, CREATED, DEPLOYING, INVALID
+from service.schedules.service import timetable_entries
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Publisher:
             "description": pipeline.description,
             "owner": pipeline.created_by or "pipeline-service",
             "tags": [f"tenant:{pipeline.tenant_id}", f"pipeline:{pipeline.name}", *pipeline.tags][:20],
+            "schedules": timetable_entries(s, pipeline.id),  # enabled ones; none: manual runs only
         }
 
     def publish(self, pipeline_id: str, revision: int) -> None:
@@ -115,8 +117,9 @@ class Publisher:
             status, detail = self._wait_for_airflow(dag_id, written_at)
             if status == ACTIVE:
                 self.airflow.set_paused(dag_id, False)
-        except AirflowUnavailable as exc:
-            # Stay publishable: the worker tries again when Airflow answers.
+        except (AirflowUnavailable, UpstreamError) as exc:
+            # Stay publishable: the worker tries again when Airflow answers (an HTTP 5xx, e.g. its metadata
+            # database busy, is no verdict on the DAG).
             log.warning("publishing %s postponed: %s", dag_id, exc.message)
             status, detail = CREATED, f"waiting for Airflow: {exc.message}"
         except ServiceError as exc:

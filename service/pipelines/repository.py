@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, cast, exists, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from service.db import page
 from service.pipelines.models import Pipeline, PipelineVersion
 
 
@@ -24,11 +26,18 @@ def list_page(
     stmt = select(Pipeline).where(Pipeline.tenant_id == tenant_id)
     if status:
         stmt = stmt.where(Pipeline.status == status)
-    rows = session.scalars(stmt.order_by(Pipeline.created_at, Pipeline.id)).all()
-    if tags:
-        # Tags are a JSON list; filtering in Python keeps one query shape for SQLite and PostgreSQL.
-        rows = [p for p in rows if set(tags) <= set(p.tags)]
-    return rows[offset : offset + limit], len(rows)
+    dialect = session.get_bind().dialect.name
+    for tag in dict.fromkeys(tags):
+        stmt = stmt.where(_has_tag(tag, dialect))
+    return page(session, stmt.order_by(Pipeline.created_at, Pipeline.id), offset=offset, limit=limit)
+
+
+def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
+    """`tag` is in the pipeline's JSON list of tags (jsonb containment on PostgreSQL, json_each on SQLite)."""
+    if dialect == "postgresql":
+        return cast(Pipeline.tags, JSONB).contains([tag])
+    elements = func.json_each(Pipeline.tags).table_valued("value")
+    return exists(select(1).select_from(elements).where(elements.c.value == tag))
 
 
 def current_version(session: Session, pipeline: Pipeline) -> PipelineVersion:

@@ -36,6 +36,8 @@ class PipelineOut(ApiModel):
     created_at: datetime
     updated_at: datetime
     deployed_at: datetime | None
+    # Created from a template: {id, version, latestVersion, behind} (service/templates); null otherwise.
+    template: dict[str, Any] | None = None
 
 
 class PipelineVersionOut(ApiModel):

@@ -7,8 +7,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from connections.types import is_sqlite
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import PipelineDefinition, validate_definition
+from dag_factory.spec.models import CONNECTION_TYPES_BY_STEP
 from service import naming
 from service.auth import Principal
 from service.connections import repository as connection_repo
@@ -35,19 +37,61 @@ def parse_definition(data: dict[str, Any]) -> PipelineDefinition:
 
 
 def _check_connections(session: Session, tenant_id: str, definition: PipelineDefinition) -> None:
-    known = {c.name for c in connection_repo.list_all(session, tenant_id)}
+    known = {c.name: c.type for c in connection_repo.list_all(session, tenant_id)}
     details = []
     hint = "create it first with POST /v1/pipelines/connections"
     for group in ("sources", "sinks"):
         for name, item in getattr(definition, group).items():
-            if item.connection not in known:
-                message = f"unknown connection '{item.connection}' ({hint})"
+            connection = getattr(item, "connection", None)  # a file source or sink has none
+            if connection is None:
+                continue
+            if connection not in known:
+                message = f"unknown connection '{connection}' ({hint})"
+                details.append({"path": f"definition.{group}.{name}.connection", "message": message})
+            elif known[connection] not in CONNECTION_TYPES_BY_STEP.get(item.type, (known[connection],)):
+                fits = " or ".join(CONNECTION_TYPES_BY_STEP[item.type])
+                message = f"connection '{connection}' is of type {known[connection]}; a {item.type} step needs {fits}"
                 details.append({"path": f"definition.{group}.{name}.connection", "message": message})
     staging = definition.orchestration.staging_connection
     if staging and staging not in known:
         details.append(
             {"path": "definition.orchestration.staging_connection", "message": f"unknown connection '{staging}'"}
         )
+    elif staging and known[staging] not in CONNECTION_TYPES_BY_STEP["postgres"]:
+        message = f"connection '{staging}' is of type {known[staging]}: datasets are staged in a PostgreSQL database"
+        details.append({"path": "definition.orchestration.staging_connection", "message": message})
+    if details:
+        raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
+
+
+def _check_sqlite(session: Session, tenant_id: str, definition: PipelineDefinition) -> None:
+    """A SQLite file (a `sql` connection) is only read or written by sql steps: it cannot hold the staging
+    schema, nor be checked by great-expectations (which the checks run on PostgreSQL)."""
+    sqlite = {c.name for c in connection_repo.list_all(session, tenant_id) if is_sqlite(c.type, c.port)}
+    if not sqlite:
+        return
+    details = []
+    for group in ("sources", "sinks"):
+        for name, item in getattr(definition, group).items():
+            if getattr(item, "connection", None) in sqlite and item.type != "sql":
+                message = f"connection '{item.connection}' is a SQLite file: use type sql"
+                details.append({"path": f"definition.{group}.{name}.connection", "message": message})
+    staging = definition.staging_connection()
+    if staging in sqlite:
+        where = "orchestration.staging_connection" if definition.orchestration.staging_connection else None
+        if where is None:
+            first = next(n for n, s in definition.sinks.items() if getattr(s, "connection", None) == staging)
+            where = f"sinks.{first}.connection"
+        message = (
+            f"datasets are staged in PostgreSQL, and connection '{staging}' is a SQLite file: "
+            "set orchestration.staging_connection to a PostgreSQL connection"
+        )
+        details.append({"path": f"definition.{where}", "message": message})
+    for i, check in enumerate(definition.quality_checks):
+        sink = definition.sinks.get(check.dataset)
+        if sink is not None and getattr(sink, "connection", None) in sqlite:
+            message = f"checks run on PostgreSQL tables; sink '{check.dataset}' writes to a SQLite file"
+            details.append({"path": f"definition.quality_checks[{i}].dataset", "message": message})
     if details:
         raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
 
@@ -60,6 +104,7 @@ def validate(session: Session, tenant_id: str, data: dict[str, Any]) -> Pipeline
     """Everything a create checks about a definition: schema, references, and the tenant's connections."""
     definition = parse_definition(data)
     _check_connections(session, tenant_id, definition)
+    _check_sqlite(session, tenant_id, definition)
     return definition
 
 
@@ -115,6 +160,10 @@ def update(session: Session, principal: Principal, pipeline_id: str, body: Pipel
             "a pipeline cannot be renamed", details=[{"path": "name", "message": f"must stay '{pipeline.name}'"}]
         )
     validate(session, principal.tenant_id, body.definition)
+    if pipeline.template_id:
+        from service.templates.service import check_controls  # templates build on pipelines: imported here
+
+        check_controls(session, pipeline, body.definition)  # compliance controls cannot be edited away
     pipeline.revision += 1
     _add_version(pipeline, body, pipeline.revision, principal.subject)
     pipeline.version = body.version
@@ -143,4 +192,8 @@ def to_out(session: Session, pipeline: Pipeline, with_definition: bool = True) -
     )
     if with_definition:
         out.definition = repository.current_version(session, pipeline).definition
+    if pipeline.template_id:
+        from service.templates.service import provenance  # templates build on pipelines: imported here
+
+        out.template = provenance(session, pipeline)
     return out

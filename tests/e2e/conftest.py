@@ -85,7 +85,7 @@ def create_active(api: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     resp = api.post("/v1/pipelines", json=body)
     assert resp.status_code == 201, resp.text
     pipeline = wait_status(api, resp.json()["pipelineId"], {"ACTIVE", "INVALID"})
-    assert pipeline["status"] == "ACTIVE", pipeline
+    assert pipeline["status"] == "ACTIVE", f"{pipeline['name']}: {pipeline['status']}: {pipeline.get('statusDetail')}"
     return pipeline
 
 

@@ -3,14 +3,19 @@ in a scratch directory. Used by the end-to-end tests and by the benchmarks in be
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import uvicorn
 
 from service.auth import mint_token
@@ -18,6 +23,8 @@ from service.config import Settings
 from service.main import create_app
 from service.pipelines.dagfile import ensure_sentinel
 from service.stack import AirflowStack
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -111,3 +118,34 @@ def wait_for(fetch, done, timeout: float = 120, interval: float = 0.5):  # type:
         time.sleep(interval)
         value = fetch()
     return value
+
+
+@contextlib.contextmanager
+def example_stack(tenant: str = "bench", service_database: bool = False) -> Iterator[tuple[Running, httpx.Client]]:
+    """For the benchmarks: throwaway databases `sales` (seeded with examples/sales_seed.sql) and `warehouse`,
+    a running stack, and a client of `tenant` that has the example's two connections. Drops it all after."""
+    from tests.pg import admin, pg_url
+
+    suffix = uuid.uuid4().hex[:6]
+    sales, warehouse, svc_db = f"bench_sales_{suffix}", f"bench_wh_{suffix}", f"bench_svc_{suffix}"
+    databases = [sales, warehouse, *([svc_db] if service_database else [])]
+    running = None
+    try:
+        for db in databases:
+            admin(f'CREATE DATABASE "{db}"')
+        with psycopg.connect(pg_url(sales), autocommit=True) as conn:
+            conn.execute((REPO / "examples" / "sales_seed.sql").read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            running = start(Path(tmp), database_url=pg_url(svc_db) if service_database else None)
+            api = running.client(tenant=tenant)
+            for name, db in (("sales-database", sales), ("warehouse", warehouse)):
+                body = {"name": name, "type": "postgres", "host": "127.0.0.1", "port": 5432, "database": db,
+                        "credentials": {"username": "postgres", "password": ""}}  # fmt: skip
+                resp = api.post("/v1/pipelines/connections", json=body)
+                assert resp.status_code == 201, resp.text
+            yield running, api
+    finally:
+        if running is not None:
+            running.stop()
+        for db in databases:
+            admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

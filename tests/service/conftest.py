@@ -60,7 +60,7 @@ def svc(tmp_path: Path, database_url: str) -> Iterator[Service]:
     with TestClient(app) as client:  # runs the lifespan: migrations, sentinel DAG file
         if settings.sqlalchemy_url.startswith("postgresql"):
             with app.state.engine.begin() as conn:  # the module's database is shared: start empty
-                conn.execute(text("TRUNCATE executions, pipeline_versions, pipelines, connections"))
+                conn.execute(text("TRUNCATE executions, pipeline_versions, pipelines, connections CASCADE"))
         yield Service(app, client, fake, settings)
 
 

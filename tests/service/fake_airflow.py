@@ -232,6 +232,7 @@ class FakeAirflow:
         self.runs[key] = {
             "dag_id": dag_id,
             "dag_run_id": key[1],
+            "run_type": "manual",
             "state": "queued",
             "conf": body.get("conf") or {},
             "note": body.get("note"),
@@ -354,6 +355,37 @@ class FakeAirflow:
         return _json(204)
 
     # -- what the scheduler and the workers would do (called by tests) --------------------------------
+    def start_scheduled_run(self, dag_id: str, run_id: str) -> None:
+        """What Airflow's scheduler does when a timetable fires: a run of type `scheduled`, conf empty."""
+        key = (dag_id, run_id)
+        self.run_updated[key] = now()
+        self.runs[key] = {
+            "dag_id": dag_id,
+            "dag_run_id": run_id,
+            "run_type": "scheduled",
+            "state": "queued",
+            "conf": {},
+            "note": None,
+            "logical_date": now(),
+            "run_after": now(),
+            "start_date": None,
+            "end_date": None,
+        }
+        self.task_instances[key] = {
+            t: {
+                "task_id": t,
+                "dag_id": dag_id,
+                "dag_run_id": run_id,
+                "map_index": -1,
+                "state": None,
+                "try_number": 0,
+                "start_date": None,
+                "end_date": None,
+                "duration": None,
+            }
+            for t in self.dag_tasks[dag_id]
+        }
+
     def set_run(self, dag_id: str, run_id: str, state: str, tasks: dict[str, str | None] | None = None) -> None:
         """Move a run, and the task instances named in `tasks` ({task_id: state}), to new states."""
         run = self.runs[(dag_id, run_id)]

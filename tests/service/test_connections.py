@@ -342,3 +342,16 @@ def test_aws_secrets_manager_backend(svc: Service, api: Api, moto: MotoServer, m
     missing = api.post(URL, json=connection_body("other", credentials=None, credentialSecretRef="absent"))
     error = expect_error(missing, 400, "validation_error", path="credentialSecretRef")
     assert "AWS Secrets Manager secret 'pipelines/absent'" in error["message"]
+
+
+def test_list_is_paged_in_creation_order(api: Api) -> None:
+    names = [api.create_connection(f"db-{i}")["name"] for i in range(3)]
+    body = api.get("/v1/pipelines/connections").json()
+    assert [c["name"] for c in body["items"]] == names and body["total"] == 3
+    second = api.get("/v1/pipelines/connections", params={"page": 1, "size": 2}).json()
+    assert ([c["name"] for c in second["items"]], second["total"], second["page"], second["size"]) == (
+        names[2:],
+        3,
+        1,
+        2,
+    )

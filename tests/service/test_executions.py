@@ -612,3 +612,99 @@ def test_a_run_cleared_and_finished_while_the_service_was_down_is_picked_up(
     ClearedRunsWatch(svc.app.state.sessions, svc.app.state.airflow).step()
     body = acme.execution(submitted["executionId"])
     assert (body["status"], body["errorMessage"]) == ("COMPLETED", None)
+
+
+# -- issue 3: quality results ------------------------------------------------------------------------------
+QUALITY_TASK = "quality.daily_transactions"
+
+
+def _check(name: str, expectation: str, severity: str, success: bool, **result: Any) -> dict[str, Any]:
+    """One entry of what QualityCheckOperator returns (and pushes before failing)."""
+    return {
+        "name": name,
+        "dataset": "daily_transactions",
+        "table": "analytics.daily_transactions",
+        "expectation": expectation,
+        "severity": severity,
+        "success": success,
+        "result": result,
+    }
+
+
+def test_quality_results_of_a_completed_run_include_failed_warn_checks(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    dag_id, run_id = submitted["dagId"], submitted["executionId"]
+    svc.fake.xcoms[(dag_id, run_id, QUALITY_TASK)] = [
+        _check("transaction_id_not_null", "expect_column_values_to_not_be_null", "error", True,
+               element_count=10, unexpected_count=0, unexpected_percent=0.0),
+        _check("amount_in_range", "expect_column_values_to_be_between", "warn", False,
+               element_count=10, unexpected_count=3, unexpected_percent=30.0, partial_unexpected_list=[1e6]),
+    ]  # fmt: skip
+    advance(svc, submitted, "running", dict.fromkeys(TASKS[:-2], "success") | {QUALITY_TASK: "running"})
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    assert acme.execution(run_id)["qualityResults"] == []  # not before the run has finished
+
+    advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    body = acme.execution(run_id)
+    assert body["status"] == "COMPLETED"
+    passed, warned = body["qualityResults"]
+    assert (passed["name"], passed["success"], passed["severity"], passed["unexpectedCount"]) == (
+        "transaction_id_not_null",
+        True,
+        "error",
+        0,
+    )
+    assert (warned["name"], warned["success"], warned["severity"]) == ("amount_in_range", False, "warn")
+    assert (warned["dataset"], warned["expectation"]) == ("daily_transactions", "expect_column_values_to_be_between")
+    assert (warned["elementCount"], warned["unexpectedCount"], warned["unexpectedPercent"]) == (10, 3, 30.0)
+    assert warned["details"]["partial_unexpected_list"] == [1e6] and warned["errors"] == []
+    # one XCom read for the quality task, at the end; further reads are served from the database
+    acme.execution(run_id)
+    assert len(svc.fake.calls("GET", rf".*/taskInstances/{QUALITY_TASK}/xcomEntries/return_value")) == 1
+
+
+def test_a_failed_error_check_fails_the_execution_and_shows_in_its_results(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    dag_id, run_id = submitted["dagId"], submitted["executionId"]
+    svc.fake.xcoms[(dag_id, run_id, QUALITY_TASK)] = json.dumps(  # Airflow may hand the value back as JSON text
+        [_check("rows", "expect_table_row_count_to_be_between", "error", False, observed_value=0)]
+    )
+    advance(svc, submitted, "failed", dict.fromkeys(TASKS, "success") | {QUALITY_TASK: "failed"})
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    body = acme.execution(run_id)
+    assert body["status"] == "FAILED" and QUALITY_TASK in body["errorMessage"]
+    [result] = body["qualityResults"]
+    assert (result["name"], result["success"], result["observedValue"], result["taskId"]) == (
+        "rows",
+        False,
+        0,
+        QUALITY_TASK,
+    )
+    assert result["unexpectedCount"] is None  # an aggregate expectation counts no unexpected values
+
+    assert acme.post(f"{EXECUTIONS}/{run_id}/retry").status_code == 200
+    assert acme.execution(run_id)["qualityResults"] == []  # the retried run's checks have not run yet
+
+
+def test_no_quality_results_without_checks_or_when_the_checks_never_ran(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    # the sink failed: the checks were skipped (upstream_failed) and have no results to read
+    tasks = dict.fromkeys(TASKS, "success") | {"sinks.daily_transactions": "failed", QUALITY_TASK: "upstream_failed"}
+    advance(svc, submitted, "failed", tasks)
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    body = acme.execution(submitted["executionId"])
+    assert (body["status"], body["qualityResults"]) == ("FAILED", [])
+    assert svc.fake.calls("GET", rf".*/taskInstances/{QUALITY_TASK}/xcomEntries/.*") == []
+
+    no_checks = acme.create_pipeline(example("no-checks", definition={**EXAMPLE["definition"], "quality_checks": []}))
+    svc.publish()
+    execution = acme.execute(no_checks["pipelineId"])
+    svc.dispatch()
+    advance(svc, execution, "success", dict.fromkeys(svc.fake.dag_tasks[no_checks["dagId"]], "success"))
+    reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
+    done = acme.execution(execution["executionId"])
+    assert (done["status"], done["qualityResults"]) == ("COMPLETED", [])

@@ -58,6 +58,11 @@ def test_list_pages_and_filters(svc: Service, acme: Api) -> None:
     tagged = acme.get("/v1/pipelines", params={"tags": "daily, sales"}).json()
     assert [p["pipelineId"] for p in tagged["items"]] == [first["pipelineId"], third["pipelineId"]]
     assert tagged["total"] == 2
+    tagged_page = acme.get("/v1/pipelines", params={"tags": "sales,daily", "page": 1, "size": 1}).json()
+    assert [p["pipelineId"] for p in tagged_page["items"]] == [third["pipelineId"]] and tagged_page["total"] == 2
+    assert acme.get("/v1/pipelines", params={"tags": "etl,nope"}).json() | {"items": []} == {
+        "items": [], "total": 0, "page": 0, "size": 20
+    }  # fmt: skip
 
     svc.publish()
     acme.put(f"/v1/pipelines/{third['pipelineId']}", json=example("c", version="1.1.0"))

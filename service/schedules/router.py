@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from service.auth import CurrentPrincipal
+from service.db import DbSession, run_after_commit
+from service.executions import service as executions
+from service.executions.schemas import ExecutionOut
+from service.schedules import repository, service
+from service.schedules.schemas import ScheduleIn, ScheduleOut
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/pipelines/schedules", tags=["schedules"])
+
+
+@router.post("", status_code=201, response_model=ScheduleOut, response_model_by_alias=True)
+def create_schedule(body: ScheduleIn, principal: CurrentPrincipal, session: DbSession, request: Request) -> ScheduleOut:
+    schedule = service.create(session, principal, body)
+    run_after_commit(session, request.app.state.wake_workers)  # the publisher renders the new DAG file
+    return service.to_out(schedule)
+
+
+@router.get("", response_model=Page[ScheduleOut], response_model_by_alias=True)
+def list_schedules(
+    principal: CurrentPrincipal,
+    session: DbSession,
+    pipeline_id: Annotated[str | None, Query(alias="pipelineId")] = None,
+    page: Annotated[int, Query(ge=0)] = 0,
+    size: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> Page[ScheduleOut]:
+    rows, total = repository.list_page(
+        session, principal.tenant_id, pipeline_id=pipeline_id, offset=page * size, limit=size
+    )
+    return Page[ScheduleOut](items=[service.to_out(s) for s in rows], total=total, page=page, size=size)
+
+
+@router.get("/{schedule_id}", response_model=ScheduleOut, response_model_by_alias=True)
+def get_schedule(schedule_id: str, principal: CurrentPrincipal, session: DbSession) -> ScheduleOut:
+    return service.to_out(service.get_or_404(session, principal.tenant_id, schedule_id))
+
+
+@router.put("/{schedule_id}", response_model=ScheduleOut, response_model_by_alias=True)
+def update_schedule(
+    schedule_id: str, body: ScheduleIn, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> ScheduleOut:
+    schedule = service.update(session, principal, schedule_id, body)
+    run_after_commit(session, request.app.state.wake_workers)
+    return service.to_out(schedule)
+
+
+@router.delete("/{schedule_id}", status_code=204)
+def delete_schedule(schedule_id: str, principal: CurrentPrincipal, session: DbSession, request: Request) -> Response:
+    service.delete(session, principal, schedule_id)
+    run_after_commit(session, request.app.state.wake_workers)
+    return Response(status_code=204)
+
+
+@router.post("/{schedule_id}/trigger", status_code=202, response_model=ExecutionOut, response_model_by_alias=True)
+def trigger_schedule(
+    schedule_id: str, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> ExecutionOut:
+    rate = request.app.state.settings.execute_rate_per_minute
+    ex = service.trigger(session, principal, schedule_id, rate_per_minute=rate)
+    run_after_commit(session, request.app.state.wake_workers)  # the dispatcher submits it (outbox)
+    return executions.to_out(ex)

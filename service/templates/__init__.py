@@ -1,0 +1,1 @@
+"""Industry templates: the shipped catalogue, tenant templates, compliance packs, provenance."""
