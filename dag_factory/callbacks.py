@@ -1,5 +1,7 @@
 """Run-level notifications: a failed run, a missed SLA. Each POSTs a small JSON summary to the pipeline's
-webhook — names, ids, states and times only: never connection details, parameters' values or SQL.
+webhook (a URL, or an Airflow http connection: its URL, headers and basic auth) — names, ids, states and
+times only: never connection details, parameters' values or SQL. A failed delivery is logged by the type of
+its error only (a message could quote the URL, and a webhook URL may carry a token).
 
 Airflow runs a DAG's on_failure_callback in the dag-processor (synchronously) and Deadline Alert callbacks
 in the triggerer (awaited), hence one class for the first and a coroutine for the second.
@@ -7,6 +9,7 @@ in the triggerer (awaited), hence one class for the first and a coroutine for th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -38,23 +41,47 @@ def failure_summary(context: Any) -> dict[str, Any]:
     }
 
 
-class WebhookNotifier(BaseNotifier):
-    """on_failure_callback of a pipeline DAG: POST the run's failure summary to `url`."""
+def post_summary(
+    summary: dict[str, Any], *, url: str | None = None, conn_id: str | None = None, path: str = ""
+) -> None:
+    """POST `summary` to `url`, or to the http connection `conn_id` (+ `path`). Never raises: a notification
+    must not fail anything else."""
+    what = "SLA" if summary.get("event") == "pipeline_sla_missed" else "failure"
+    try:
+        if conn_id:
+            from airflow.providers.http.hooks.http import HttpHook
 
-    def __init__(self, url: str):
+            hook = HttpHook(method="POST", http_conn_id=conn_id)
+            hook.run(endpoint=path or None, json=summary, extra_options={"timeout": TIMEOUT})
+        elif url:
+            httpx.post(url, json=summary, timeout=TIMEOUT).raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - any failure to deliver is only logged
+        log.warning("%s webhook for %s not delivered: %s", what, summary.get("dag_id"), type(exc).__name__)
+
+
+class WebhookNotifier(BaseNotifier):
+    """on_failure_callback of a pipeline DAG: POST the run's failure summary to `url` or connection `conn_id`."""
+
+    def __init__(self, url: str | None = None, conn_id: str | None = None, path: str = ""):
         super().__init__()
         self.url = url
+        self.conn_id = conn_id
+        self.path = path
 
     def notify(self, context: Any) -> None:
-        summary = failure_summary(context)
-        try:
-            httpx.post(self.url, json=summary, timeout=TIMEOUT).raise_for_status()
-        except httpx.HTTPError as exc:  # a notification must never fail anything else
-            log.warning("failure webhook for %s not delivered: %s", summary["dag_id"], type(exc).__name__)
+        post_summary(failure_summary(context), url=self.url, conn_id=self.conn_id, path=self.path)
 
 
 async def deadline_missed(
-    *, dag_id: str, sla_seconds: int, webhook: str | None = None, context: Any = None, **_: Any
+    *,
+    dag_id: str,
+    sla_seconds: int,
+    url: str | None = None,
+    conn_id: str | None = None,
+    path: str = "",
+    webhook: str | None = None,  # DAG files written before connections were possible name the URL so
+    context: Any = None,
+    **_: Any,
 ) -> None:
     """Deadline Alert callback (Airflow 3's replacement of SLAs): the run is still unfinished after sla_seconds."""
     run = (context or {}).get("dag_run") if isinstance(context, dict) else None
@@ -65,10 +92,6 @@ async def deadline_missed(
         "sla_seconds": sla_seconds,
     }
     log.warning("pipeline %s missed its SLA of %s s: %s", dag_id, sla_seconds, summary)
-    if not webhook:
-        return
-    try:
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-            (await client.post(webhook, json=summary)).raise_for_status()
-    except httpx.HTTPError as exc:
-        log.warning("SLA webhook for %s not delivered: %s", dag_id, type(exc).__name__)
+    if url or webhook or conn_id:
+        # In a thread: the connection lookup talks to the triggerer's supervisor synchronously.
+        await asyncio.to_thread(post_summary, summary, url=url or webhook, conn_id=conn_id, path=path)

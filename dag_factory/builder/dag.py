@@ -2,6 +2,7 @@
 
 Shape of every pipeline DAG:
     prepare_staging (setup) -> sources.* -> transformations.* -> sinks.* -> quality.* -> cleanup_staging (teardown)
+(a check of a source, a transformation or a file/s3 sink sits between the staged dataset and its readers).
 Edges follow the data (a task waits only for the datasets it reads) plus the steps' explicit `depends_on`.
 The teardown drops the run's staging schema whatever happened, and (being a teardown) does not decide the
 run's state.
@@ -77,19 +78,23 @@ def _config_defaults() -> dict[str, Any]:
     }
 
 
-def _alerts(definition: PipelineDefinition, dag_id: str) -> dict[str, Any]:
+def _alerts(definition: PipelineDefinition, dag_id: str, conn: Any) -> dict[str, Any]:
     """on_failure webhook and SLA. Airflow 3 dropped SLAs: a Deadline Alert on the run's queued time replaces it."""
     o = definition.orchestration
     args: dict[str, Any] = {}
-    webhook = o.on_failure.webhook if o.on_failure else None
-    if webhook:
+    target: dict[str, Any] = {}
+    if o.on_failure and o.on_failure.connection:  # the Airflow connection's id only: no URL in the DAG
+        target = {"conn_id": conn(o.on_failure.connection), "path": o.on_failure.path}
+    elif o.on_failure:
+        target = {"url": o.on_failure.webhook}
+    if target:
         from dag_factory.callbacks import WebhookNotifier
 
-        args["on_failure_callback"] = WebhookNotifier(webhook)
+        args["on_failure_callback"] = WebhookNotifier(**target)
     if o.sla_seconds:
         from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-        kwargs = {"dag_id": dag_id, "sla_seconds": o.sla_seconds, "webhook": webhook}
+        kwargs = {"dag_id": dag_id, "sla_seconds": o.sla_seconds, **target}
         args["deadline"] = DeadlineAlert(
             reference=DeadlineReference.DAGRUN_QUEUED_AT,
             interval=timedelta(seconds=o.sla_seconds),
@@ -198,28 +203,42 @@ def _wire(definition: PipelineDefinition, tasks: Tasks, prepare: Any) -> None:
         tasks[key].set_upstream(upstream or [prepare])
 
 
-def _quality_tasks(definition: PipelineDefinition, conn: Any, tasks: Tasks, common: dict) -> list[Any]:
-    by_sink: dict[str, list[dict[str, Any]]] = {}
+def _quality_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: Tasks, common: dict) -> list[Any]:
+    """One task per checked name. A database sink is checked in its table once loaded. A source or a
+    transformation is checked where the run staged it, and a file/s3 sink through the staged dataset it
+    writes: both before anything reads it, so that a failing `error` check keeps the data from the sinks."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
     for check in definition.quality_checks:
-        by_sink.setdefault(check.dataset, []).append(
+        by_name.setdefault(check.dataset, []).append(
             {"name": check.name, "expectation": check.expectation, "kwargs": check.kwargs, "severity": check.severity}
         )
-    if not by_sink:
+    if not by_name:
         return []
     checks_tasks = []
-    with _group("quality", "great-expectations checks; severity error fails the run", len(by_sink)):
-        for sink_name, checks in by_sink.items():
-            sink = definition.sinks[sink_name]
+    with _group("quality", "great-expectations checks; severity error fails the run", len(by_name)):
+        for name, checks in by_name.items():
+            sink = definition.sinks.get(name)
+            doc = "Checks: " + ", ".join(f"`{c['name']}` ({c['severity']})" for c in checks)
+            args = {**common, "retries": 0}  # a failed expectation does not pass by trying again
+            if sink is not None and sink.type not in SINK_TASKS:  # a table: checked once loaded
+                qc = QualityCheckOperator(
+                    task_id=f"quality.{name}", conn_id=conn(sink.connection), table=sink.table, checks=checks,
+                    dataset=name, doc_md=doc, **args,
+                )  # fmt: skip
+                qc.set_upstream(tasks[("sink", name)])
+                checks_tasks.append(qc)
+                continue
+            if sink is not None:  # file/s3: what it writes is its input, as staged
+                staged, readers = sink.input, [tasks[("sink", name)]]
+            else:
+                staged, readers = name, list(tasks[("dataset", name)].downstream_list)
             qc = QualityCheckOperator(
-                task_id=f"quality.{sink_name}",
-                conn_id=conn(sink.connection),
-                table=sink.table,
-                checks=checks,
-                dataset=sink_name,
-                doc_md="Checks: " + ", ".join(f"`{c['name']}` ({c['severity']})" for c in checks),
-                **{**common, "retries": 0},  # a failed expectation does not pass by trying again
-            )
-            qc.set_upstream(tasks[("sink", sink_name)])
+                task_id=f"quality.{name}", conn_id=staging, table=staged, staged=True, checks=checks,
+                dataset=name, doc_md=f"{doc} (on the staged `{staged}`)", **args,
+            )  # fmt: skip
+            qc.set_upstream(tasks[("dataset", staged)])
+            if any(c["severity"] == "error" for c in checks):
+                qc.set_downstream(readers)
             checks_tasks.append(qc)
     return checks_tasks
 
@@ -263,7 +282,7 @@ def build_dag(
         dagrun_timeout=timedelta(seconds=o.timeout_seconds) if o.timeout_seconds else None,
         params=_params(definition),
         tags=tags or [],
-        **_alerts(definition, dag_id),
+        **_alerts(definition, dag_id, conn),
         **(_config_defaults() | ({"max_active_tasks": o.concurrency} if o.concurrency else {})),
     ) as dag:
         prepare = PrepareStagingOperator(
@@ -281,7 +300,7 @@ def build_dag(
         with _group("sinks", "load staged datasets into their target tables", len(definition.sinks)):
             _sink_tasks(definition, conn, staging, tasks, common)
         _wire(definition, tasks, prepare)
-        checks = _quality_tasks(definition, conn, tasks, common)
+        checks = _quality_tasks(definition, conn, staging, tasks, common)
         # Incremental sources: their marks are saved only once every sink and check has passed.
         commit = watermark_task(definition, staging, common)
         if commit is not None:

@@ -88,6 +88,19 @@ def scrub(text: str, *secrets: str | None) -> str:
     return text
 
 
+_TABLE_BYTES_SQL = sql.SQL(
+    "SELECT pg_total_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'm')"
+)
+
+
+_STARTED = "pipeline staging; server started "
+_RESTART_SQL = sql.SQL(
+    "SELECT obj_description(n.oid, 'pg_namespace'), pg_postmaster_start_time()::text FROM pg_namespace n"
+    " WHERE n.nspname = %s"
+)
+
+
 class PgSession:
     """One transaction on one connection, with the few statements the operators need."""
 
@@ -97,6 +110,13 @@ class PgSession:
     def execute(self, statement: sql.Composable, params: Any = None) -> int:
         self.cur.execute(statement, params)
         return self.cur.rowcount
+
+    def table_bytes(self, table: Table) -> int | None:
+        """On-disk size of a table (heap, TOAST, indexes): a catalog lookup, no scan. None for a view or a
+        missing table."""
+        self.cur.execute(_TABLE_BYTES_SQL, split_table(table))
+        row = self.cur.fetchone()
+        return int(row[0]) if row else None
 
     def columns(self, table: Table) -> Columns:
         self.cur.execute(_COLUMNS_SQL, split_table(table))
@@ -132,6 +152,23 @@ class PgSession:
         # transaction-scoped advisory lock serialises creators (tasks run in parallel) until commit.
         self.cur.execute("SELECT pg_advisory_xact_lock(hashtext('dag_factory:' || %s))", (schema,))
         self.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+    def mark_server_start(self, schema: str) -> None:
+        """Note on `schema` when the server started: see server_restart_since_mark."""
+        self.cur.execute("SELECT pg_postmaster_start_time()::text")
+        started = self.cur.fetchone()[0]
+        comment = sql.Literal(_STARTED + started)
+        self.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), comment))
+
+    def server_restart_since_mark(self, schema: str) -> tuple[str, str] | None:
+        """(then, now) when the server restarted since mark_server_start(schema); None when it did not, or
+        nothing was marked. Crash recovery empties UNLOGGED tables: a restart means staged data may be gone."""
+        self.cur.execute(_RESTART_SQL, (schema,))
+        row = self.cur.fetchone()
+        if not row or not (row[0] or "").startswith(_STARTED):
+            return None
+        then = row[0][len(_STARTED) :]
+        return (then, row[1]) if then != row[1] else None
 
     def create_table(self, table: Table, columns: Columns, *, replace: bool = False, unlogged: bool = False) -> None:
         """Create `table` with `columns`; replace=True drops it first (so retries start clean).
@@ -182,6 +219,16 @@ class PostgresHook:
         _OPEN.add(conn)
         return conn
 
+    def same_database(self, other: PostgresHook) -> bool:
+        """Whether both connections reach one database (two connection names for one database happen)."""
+
+        def where(hook: PostgresHook) -> tuple[str, int, str]:
+            c = hook._airflow_connection()
+            host = c.host or "localhost"
+            return ("127.0.0.1" if host == "localhost" else host, int(c.port or 5432), c.schema or "")
+
+        return self.conn_id == other.conn_id or where(self) == where(other)
+
     def sqlalchemy_url(self) -> str:
         """`postgresql+psycopg://...` with the password in clear text: pass it on, never log it."""
         c = self._airflow_connection()
@@ -230,6 +277,10 @@ class PostgresHook:
                 return None
             s.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(table)))
             return int(s.cur.fetchone()[0])
+
+    def table_bytes(self, table: Table) -> int | None:
+        with self.session(read_only=True) as s:
+            return s.table_bytes(table)
 
     def ensure_schema(self, schema: str) -> None:
         with self.session() as s:

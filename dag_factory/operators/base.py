@@ -9,8 +9,9 @@ from airflow.sdk import BaseOperator
 
 from dag_factory.hooks.postgres import PostgresHook, cancel_open_queries, split_table
 
-# (conn_id, table) read or written by a task; a written one also carries its row count.
+# (conn_id, table) read by a task; one written also carries its rows and bytes (None: not known).
 TableRef = tuple[str, str | tuple[str, str]]
+Written = tuple[str, str | tuple[str, str], int | None, int | None]
 
 
 class PipelineOperator(BaseOperator):
@@ -21,10 +22,22 @@ class PipelineOperator(BaseOperator):
     get_openlineage_facets_on_complete() afterwards, in the same process.
     """
 
-    _lineage: tuple[list[TableRef], list[tuple[str, str | tuple[str, str], int | None]]] | None = None
+    _lineage: tuple[list[TableRef], list[Written]] | None = None
 
     def on_kill(self) -> None:
         cancel_open_queries()
+
+    def staging_conn(self) -> str | None:
+        """The connection whose staging schema this task reads or fills (None: it touches none)."""
+        return self.__dict__.get("staging_conn_id")
+
+    def pre_execute(self, context: Any) -> None:
+        # Any task working on staged data first makes sure the staging database did not restart mid-run.
+        conn_id, run_id = self.staging_conn(), context.get("run_id")
+        if conn_id and run_id:
+            from dag_factory.operators.staging import assert_staging_intact
+
+            assert_staging_intact(conn_id, run_id)
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         # A run started by a schedule carries that schedule's parameters ({{ params.x }} and execute()
@@ -38,9 +51,7 @@ class PipelineOperator(BaseOperator):
                 context["params"].update(extra)
         super().render_template_fields(context, jinja_env)
 
-    def record_lineage(
-        self, inputs: list[TableRef], outputs: list[tuple[str, str | tuple[str, str], int | None]]
-    ) -> None:
+    def record_lineage(self, inputs: list[TableRef], outputs: list[Written]) -> None:
         # object.__setattr__: BaseOperator's __setattr__ bookkeeping is for constructor arguments.
         object.__setattr__(self, "_lineage", (inputs, outputs))
 
@@ -55,11 +66,13 @@ class PipelineOperator(BaseOperator):
             outputs=[
                 OutputDataset(
                     *dataset_name(conn_id, table),
-                    outputFacets={"outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=rows)}
+                    outputFacets={
+                        "outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=size)
+                    }
                     if rows is not None and rows >= 0
                     else {},
                 )
-                for conn_id, table, rows in outputs
+                for conn_id, table, rows, size in outputs
             ],
         )
 

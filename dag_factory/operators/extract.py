@@ -144,13 +144,14 @@ class ExtractOperator(_SourceReader):
             self.log.info("partition %s of %s: %s", index + 1, count, conditions or "every row")
         target = (schema, name)
         rows = self._stage(target, conditions)
+        size = PostgresHook(self.staging_conn_id).table_bytes(target)
         source = self.table or "query"
         self.record_lineage(
             [(self.source_conn_id, self.table)] if self.table and self._lineage_source() else [],
-            [(self.staging_conn_id, target, rows)],
+            [(self.staging_conn_id, target, rows, size)],
         )
         self.log.info("staged %s rows of %s as %s.%s", rows, source, *target)
-        result: dict[str, Any] = {"dataset": self.dataset, "rows": rows}
+        result: dict[str, Any] = {"dataset": self.dataset, "rows": rows, "bytes": size}
         if self.partition is None and self.incremental:
             result["watermark"] = _max_key(PostgresHook(self.staging_conn_id), target, self.incremental["column"])
         return result
@@ -264,7 +265,7 @@ class UnionPartitionsOperator(PipelineOperator):
             row = s.cur.fetchone()
             total = int(row[0]) if row else 0
         self.record_lineage(
-            [(self.staging_conn_id, p) for p in parts], [(self.staging_conn_id, (schema, self.dataset), total)]
+            [(self.staging_conn_id, p) for p in parts], [(self.staging_conn_id, (schema, self.dataset), total, None)]
         )
         self.log.info("%s = union of %s parts, %s rows", self.dataset, self.count, total)
         # `staged_rows`, not `rows`: the parts already count as the rows read from the source.

@@ -49,13 +49,17 @@ class LoadTableOperator(PipelineOperator):
         self._check_mode()
         staged = (staging_schema(context["run_id"]), self.dataset)
         sink = PostgresHook(self.sink_conn_id)
-        if self.sink_conn_id != self.staging_conn_id:
-            self._ship(staged, sink)
+        staging = PostgresHook(self.staging_conn_id)
+        if not sink.same_database(staging):
+            # Shipping within one database would copy the staged table onto itself: the copy's reader waits
+            # for the writer's lock on that same table, forever. There the sink reads the staged table as is.
+            self._ship(staged, sink, staging)
         with sink.session() as s:
             rows = self._write(s, staged)
-        self.record_lineage([(self.staging_conn_id, staged)], [(self.sink_conn_id, self.table, rows)])
+            size = s.table_bytes(staged)  # what was loaded, on disk (None: a view, the same database's)
+        self.record_lineage([(self.staging_conn_id, staged)], [(self.sink_conn_id, self.table, rows, size)])
         self.log.info("%s: wrote %s rows into %s on %s", self.mode, rows, self.table, self.sink_conn_id)
-        return {"table": self.table, "rows": rows}
+        return {"table": self.table, "rows": rows, "bytes": size}
 
     def _check_mode(self) -> None:
         if self.mode not in MODES:
@@ -63,9 +67,8 @@ class LoadTableOperator(PipelineOperator):
         if self.mode == "merge" and not self.keys:
             raise AirflowFailException("load mode 'merge' needs keys (the columns that identify a row)")
 
-    def _ship(self, staged: tuple[str, str], sink: PostgresHook) -> None:
+    def _ship(self, staged: tuple[str, str], sink: PostgresHook, staging: PostgresHook) -> None:
         """Copy the staged dataset into the same-named staging table of the sink DB (binary COPY)."""
-        staging = PostgresHook(self.staging_conn_id)
         columns = staging.require_columns(staged)
         # Dropped by the cleanup task, to which the builder gives the sink connections too.
         sink.ensure_schema(staged[0])

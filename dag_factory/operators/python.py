@@ -66,7 +66,8 @@ class PythonStepOperator(PipelineOperator):
         rows = hook.row_count((schema, self.dataset))
         if rows is None:
             raise AirflowFailException(f"{self.callable_path} did not create the table {schema}.{self.dataset}")
+        size = hook.table_bytes((schema, self.dataset))
         inputs = [(self.staging_conn_id, (schema, name)) for name in self.inputs]
-        self.record_lineage(inputs, [(self.staging_conn_id, (schema, self.dataset), rows)])
+        self.record_lineage(inputs, [(self.staging_conn_id, (schema, self.dataset), rows, size)])
         self.log.info("python step %s: %s rows in %s.%s", self.task_id, rows, schema, self.dataset)
-        return {"dataset": self.dataset, "rows": rows}
+        return {"dataset": self.dataset, "rows": rows, "bytes": size}

@@ -1,5 +1,6 @@
-"""great-expectations checks on a loaded table. great_expectations is imported inside execute only:
-it takes seconds to import, and DAG files are parsed far more often than these tasks run."""
+"""great-expectations checks on a table: a loaded sink table, or a dataset staged by the run (a source or a
+transformation, checked before anything reads it). great_expectations is imported inside execute only: it
+takes seconds to import, and DAG files are parsed far more often than these tasks run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from dag_factory.hooks.postgres import PostgresHook, split_table
+from dag_factory.hooks.sql import SqlHook, split_name
 from dag_factory.operators.base import PipelineOperator
+from dag_factory.operators.staging import staging_schema
 
 SEVERITIES = ("error", "warn")
 XCOM_RETURN_KEY = "return_value"  # the key a task's returned value is stored under (BaseXCom.XCOM_RETURN_KEY)
@@ -70,7 +72,9 @@ def _push_results(context: Any, results: list[dict[str, Any]]) -> None:
 
 
 class QualityCheckOperator(PipelineOperator):
-    """Runs great-expectations checks on `table` (`schema.table`) of connection `conn_id`.
+    """Runs great-expectations checks on `table` (`schema.table`, or a bare name in the database's default
+    schema) of connection `conn_id`, any SQL database; or, with `staged`, on the run's staged dataset of that
+    name (`table` is then the dataset name, in the run's staging schema of `conn_id`).
 
     Each check is {"name", "expectation", "kwargs", "severity": "error" | "warn"}. A failed `error`
     check fails the task (without retries: data does not get better by asking again); a failed `warn`
@@ -78,13 +82,24 @@ class QualityCheckOperator(PipelineOperator):
     """
 
     def __init__(
-        self, *, conn_id: str, table: str, checks: list[dict[str, Any]], dataset: str | None = None, **kwargs: Any
+        self,
+        *,
+        conn_id: str,
+        table: str,
+        checks: list[dict[str, Any]],
+        dataset: str | None = None,
+        staged: bool = False,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.table = table
         self.checks = checks
-        self.dataset = dataset  # the definition's name of what is checked (a sink), for the results
+        self.dataset = dataset  # the definition's name of what is checked (a sink or a dataset), for the results
+        self.staged = staged
+
+    def staging_conn(self) -> str | None:
+        return self.conn_id if self.staged else None
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         os.environ.setdefault("TQDM_DISABLE", "1")
@@ -92,8 +107,11 @@ class QualityCheckOperator(PipelineOperator):
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        if self.staged:  # object.__setattr__: not a constructor argument being changed
+            object.__setattr__(self, "table", f"{staging_schema(context['run_id'])}.{self.table}")
         planned = [(check, self._expectation(gx, check)) for check in self.checks]  # config errors first
-        hook = PostgresHook(self.conn_id)
+        hook = SqlHook(self.conn_id)
+        hook.url  # noqa: B018 - a connection that is no SQL database fails here, with its own message
         try:
             with self._batch(gx, hook, ProgressBarsConfig(globally=False)) as batch:
                 results = [self._validate(batch, check, expectation, hook) for check, expectation in planned]
@@ -121,14 +139,15 @@ class QualityCheckOperator(PipelineOperator):
             raise AirflowFailException(f"check {name!r}: invalid kwargs for {expectation!r}: {exc}") from None
 
     @contextlib.contextmanager
-    def _batch(self, gx: Any, hook: PostgresHook, no_progress_bars: Any) -> Any:
+    def _batch(self, gx: Any, hook: SqlHook, no_progress_bars: Any) -> Any:
         """The whole table as one GE batch. GE errors are re-raised without the connection string."""
-        schema, table = split_table(self.table)
+        schema, table = split_name(self.table)
         datasource = None
         try:
             ctx = gx.get_context(mode="ephemeral")
             ctx.variables.progress_bars = no_progress_bars  # tqdm bars would flood the task log
-            datasource = ctx.data_sources.add_postgres("pg", connection_string=hook.sqlalchemy_url())
+            add = {"postgresql": "add_postgres", "sqlite": "add_sqlite"}.get(hook.dialect, "add_sql")
+            datasource = getattr(ctx.data_sources, add)("db", connection_string=hook.url)
             with warnings.catch_warnings():
                 # GE 1.14+ deprecates schema_name, but PostgresDatasource offers no other way to name
                 # a schema except the search_path; the table must be qualified, so keep using it.
@@ -139,7 +158,7 @@ class QualityCheckOperator(PipelineOperator):
             raise
         except Exception as exc:
             msg = hook.scrub(f"{type(exc).__name__}: {exc}")
-            where = f"{schema}.{table} ({self.conn_id})"
+            where = f"{self.table} ({self.conn_id})"
             raise AirflowException(f"great-expectations on {where}: {msg}") from None
         finally:
             if datasource is not None:  # close pooled connections now rather than at garbage collection
@@ -147,7 +166,7 @@ class QualityCheckOperator(PipelineOperator):
                     with contextlib.suppress(Exception):
                         engine().dispose()
 
-    def _validate(self, batch: Any, check: dict[str, Any], expectation: Any, hook: PostgresHook) -> dict:
+    def _validate(self, batch: Any, check: dict[str, Any], expectation: Any, hook: SqlHook) -> dict:
         res = batch.validate(expectation)
         result = jsonable(res.result or {})
         errors = [hook.scrub(m) for m in _exception_messages(res.exception_info)]

@@ -47,7 +47,8 @@ class SqlTransformOperator(PipelineOperator):
             session.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))
             query = sql.SQL(strip_statement(self.sql))
             rows = session.create_dataset((schema, self.dataset), query, view=self.materialize == "view")
-        self.record_lineage(self._inputs(schema), [(self.staging_conn_id, (schema, self.dataset), rows)])
+            size = session.table_bytes((schema, self.dataset))
+        self.record_lineage(self._inputs(schema), [(self.staging_conn_id, (schema, self.dataset), rows, size)])
         what = "a view" if rows < 0 else f"{rows} rows"
         self.log.info("transformation %s: %s in %s.%s", self.task_id, what, schema, self.dataset)
-        return {"dataset": self.dataset, "rows": rows if rows >= 0 else None}
+        return {"dataset": self.dataset, "rows": rows if rows >= 0 else None, "bytes": size}

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowFailException
 from psycopg import sql
 
 from dag_factory.hooks.postgres import PostgresHook, column_list, table_ident
@@ -31,9 +32,26 @@ class PrepareStagingOperator(PipelineOperator):
     def execute(self, context: Any) -> str:
         schema = staging_schema(context["run_id"])
         for conn_id in dict.fromkeys(self.conn_ids):
-            PostgresHook(conn_id).ensure_schema(schema)
+            with PostgresHook(conn_id).session() as s:
+                s.ensure_schema(schema)
+                s.mark_server_start(schema)
             self.log.info("staging schema %s ready on %s", schema, conn_id)
         return schema
+
+
+def assert_staging_intact(conn_id: str, run_id: str) -> None:
+    """Fail (without retries: a retry of one task cannot bring staged data back) when the staging database
+    restarted since the run created its staging schema: crash recovery empties UNLOGGED tables, and loading
+    an emptied dataset would silently write nothing."""
+    schema = staging_schema(run_id)
+    with PostgresHook(conn_id).session(read_only=True) as s:
+        restart = s.server_restart_since_mark(schema)
+    if restart:
+        raise AirflowFailException(
+            f"the staging database of connection {conn_id} restarted during this run (server started {restart[0]}, "
+            f"now {restart[1]}): after a crash PostgreSQL empties the run's unlogged staging tables. "
+            "Retry the execution: its staging is rebuilt."
+        )
 
 
 class CleanupStagingOperator(PipelineOperator):
@@ -94,11 +112,13 @@ class StageTableOperator(PipelineOperator):
             # Same database: no data leaves the server (a view: not even a copy is written).
             with staging.session() as s:
                 rows = s.create_dataset(target, self._select(sql.SQL("*")), view=self.materialize == "view")
+                size = s.table_bytes(target)
         else:
             source = PostgresHook(self.source_conn_id)
             columns = source.require_columns(self.table)
             query = self._select(column_list([name for name, _ in columns]))
             rows = source.copy_query_to(query, staging, target, create=columns)
-        self.record_lineage([(self.source_conn_id, self.table)], [(self.staging_conn_id, target, rows)])
+            size = staging.table_bytes(target)
+        self.record_lineage([(self.source_conn_id, self.table)], [(self.staging_conn_id, target, rows, size)])
         self.log.info("staged %s of %s as %s.%s", "a view" if rows < 0 else f"{rows} rows", self.table, *target)
-        return {"dataset": self.dataset, "rows": rows if rows >= 0 else None}
+        return {"dataset": self.dataset, "rows": rows if rows >= 0 else None, "bytes": size}

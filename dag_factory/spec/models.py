@@ -181,7 +181,8 @@ class SqlSource(_Extracted):
 # Formats read by the file and s3 sources, and written by the file and s3 sinks.
 ReadFormat = Literal["csv", "jsonl", "parquet"]
 WriteFormat = Literal["csv", "parquet"]
-# Sinks that write objects (files) rather than a table: no staging connection of their own, no GE checks.
+# Sinks that write objects (files) rather than a table: no staging connection of their own; their checks run
+# on the staged dataset they write.
 OBJECT_SINK_TYPES = ("file", "s3")
 # Connection types (see connections.types) that a source or sink of each type accepts.
 CONNECTION_TYPES_BY_STEP: dict[str, tuple[str, ...]] = {
@@ -500,16 +501,36 @@ Sink = Annotated[PostgresSink | SqlSink | FileSink | S3Sink, Field(discriminator
 
 class QualityCheck(_Strict):
     name: DatasetName
-    dataset: DatasetName = Field(description="a sink name")
+    dataset: DatasetName = Field(
+        description="what is checked: a sink (a table once loaded; a file/s3 sink's data before it is written), "
+        "or a source or transformation (as staged, before anything reads it); a name of both means the sink"
+    )
     expectation: str = Field(pattern=r"^expect_[a-z0-9_]+$", description="great-expectations name")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     severity: Literal["error", "warn"] = "error"
 
 
 class OnFailure(_Strict):
-    webhook: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)] = Field(
-        description="POSTed a JSON summary of a failed run (or a missed SLA); no secrets are sent"
+    """Where a failed run (or a missed SLA) POSTs its JSON summary: a plain `webhook` URL, or an `http`
+    connection (its URL + `path`, headers and basic auth), which keeps a URL carrying a token out of the
+    definition and the DAG file."""
+
+    webhook: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)] | None = Field(
+        default=None,
+        description="a URL, stored as written (shown in the definition): one carrying a token belongs in a connection",
     )
+    connection: ConnectionName | None = Field(default=None, description="an http connection to POST to")
+    path: Annotated[str, Field(max_length=1000, pattern=r"^[^\s]*$")] = Field(
+        default="", description="with connection: appended to the connection's URL"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> OnFailure:
+        if (self.webhook is None) == (self.connection is None):
+            raise ValueError("set exactly one of 'webhook' (a URL) or 'connection' (an http connection)")
+        if self.path and self.connection is None:
+            raise ValueError("'path' goes with 'connection' (a webhook URL carries its own path)")
+        return self
 
 
 class Orchestration(_Strict):
@@ -537,13 +558,18 @@ class PipelineDefinition(_Strict):
     orchestration: Orchestration = Field(default_factory=Orchestration)
 
     def connection_names(self) -> list[str]:
-        steps = [*self.sources.values(), *self.sinks.values()]
-        names = [c for c in (getattr(s, "connection", None) for s in steps) if c]  # a file source has none
-        if self.orchestration.staging_connection:
-            names.append(self.orchestration.staging_connection)
-        return sorted(set(names))
+        return sorted(connection_names_of(self.model_dump(include={"sources", "sinks", "orchestration"})))
 
     def staging_connection(self) -> str | None:
         """The explicit one, or the first sink's that is a database (None when every sink writes files)."""
         tables = (s.connection for s in self.sinks.values() if s.type not in OBJECT_SINK_TYPES)
         return self.orchestration.staging_connection or next(tables, None)
+
+
+def connection_names_of(definition: dict[str, Any]) -> set[str]:
+    """Every connection a definition (as stored: a dict) names: steps, staging, failure notifications."""
+    steps = [*(definition.get("sources") or {}).values(), *(definition.get("sinks") or {}).values()]
+    orchestration = definition.get("orchestration") or {}
+    names = {s.get("connection") for s in steps if isinstance(s, dict)}  # a file source or sink has none
+    names |= {orchestration.get("staging_connection"), (orchestration.get("on_failure") or {}).get("connection")}
+    return {n for n in names if n}

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec.expectations import known_expectations
-from dag_factory.spec.models import OBJECT_SINK_TYPES, Filter, PipelineDefinition, PythonStep, SqlTransform
+from dag_factory.spec.models import Filter, PipelineDefinition, PythonStep, SqlTransform
 
 
 def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -215,10 +215,9 @@ def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
     errors += _dependency_errors(d)
     expectations = known_expectations()
     for i, check in enumerate(d.quality_checks):
-        if check.dataset not in d.sinks:
-            errors.append(
-                {"path": f"quality_checks[{i}].dataset", "message": _unknown(check.dataset, set(d.sinks), "sink")}
-            )
+        if check.dataset not in d.sinks and check.dataset not in known:
+            message = _unknown(check.dataset, known | set(d.sinks), "dataset or sink")
+            errors.append({"path": f"quality_checks[{i}].dataset", "message": message})
         if check.expectation not in expectations:
             close = difflib.get_close_matches(check.expectation, expectations, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -247,19 +246,11 @@ def _extraction_errors(d: PipelineDefinition) -> Errors:
 
 
 def _object_io_errors(d: PipelineDefinition, staging: str | None) -> Errors:
-    """File/s3 sinks: no database of their own to stage in or to run great-expectations against."""
+    """File/s3 sinks only: no database of their own to stage in."""
     errors: Errors = []
     if staging is None:
         message = "required when every sink writes files or objects: the database where datasets are staged"
         errors.append({"path": "orchestration.staging_connection", "message": message})
-    for i, check in enumerate(d.quality_checks):
-        sink = d.sinks.get(check.dataset)
-        if sink is not None and sink.type in OBJECT_SINK_TYPES:
-            message = (
-                f"checks run on database tables; sink '{check.dataset}' writes {sink.type} objects "
-                f"(check its input '{sink.input}' through a database sink instead)"
-            )
-            errors.append({"path": f"quality_checks[{i}].dataset", "message": message})
     return errors
 
 

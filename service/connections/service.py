@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_connection, build_spec
 from connections.testing import Stage, TestResult, check_connection
 from connections.types import SQL_TYPES
+from dag_factory.spec.models import connection_names_of
 from service import naming
 from service.airflow.client import AirflowClient
 from service.auth import Principal
@@ -174,9 +175,7 @@ def users(session: Session, tenant_id: str, name: str) -> list[str]:
     """Names of the tenant's pipelines whose current definition uses connection `name`."""
     found = []
     for pipeline, definition in pipeline_repo.tenant_definitions(session, tenant_id):
-        groups = [*definition.get("sources", {}).values(), *definition.get("sinks", {}).values()]
-        used = {g.get("connection") for g in groups} | {definition.get("orchestration", {}).get("staging_connection")}
-        if name in used:
+        if name in connection_names_of(definition):
             found.append(pipeline.name)
     return sorted(found)
 

@@ -118,7 +118,7 @@ def retry_execution(
         service.refresh(ex, airflow, reopen=True)  # it may have been re-run in Airflow already
     except AirflowUnavailable:
         pass
-    service.retry(ex, airflow)
+    service.retry(session, ex, airflow)
     service.status_cache.drop((principal.tenant_id, ex.id))
     run_after_commit(session, request.app.state.wake_workers)
     return service.to_out(ex)

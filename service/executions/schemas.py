@@ -47,7 +47,7 @@ class QualityResultOut(ApiModel):
     map expectation counts unexpected values, an aggregate one has an observed value)."""
 
     name: str | None
-    dataset: str | None = Field(None, description="the checked dataset (a sink) of the definition")
+    dataset: str | None = Field(None, description="the checked sink, source or transformation of the definition")
     table: str | None = None
     expectation: str | None
     severity: str | None = Field(None, description="error: a failure fails the run; warn: recorded only")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import TEARDOWN_TASK_ID, validate_parameters
+from dag_factory.spec.models import OBJECT_SINK_TYPES
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.auth import Principal
 from service.db import session_scope, utcnow
@@ -288,18 +289,19 @@ def _task_rows(
             value = airflow.xcom_value(ex.dag_id, ex.id, task_id)
         except AirflowNotFound:
             value = None  # the task returned nothing (staging setup/teardown)
-        rows[task_id] = {"try": attempt, "rows": _rows_of(value)}
+        rows[task_id] = {"try": attempt, **_counts_of(value)}
     return rows
 
 
-def _rows_of(value: Any) -> int | None:
+def _counts_of(value: Any) -> dict[str, int | None]:
+    """{"rows", "bytes"} of a task's return value (None where it reports none)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
-            return None
-    rows = value.get("rows") if isinstance(value, dict) else None
-    return rows if isinstance(rows, int) else None
+            value = None
+    value = value if isinstance(value, dict) else {}
+    return {k: v if isinstance(v := value.get(k), int) and not isinstance(v, bool) else None for k in ("rows", "bytes")}
 
 
 def quality_results(ex: Execution, airflow: AirflowClient, tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -353,16 +355,18 @@ def _quality_result(task_id: str, raw: dict[str, Any]) -> dict[str, Any]:
 def _metrics(ex: Execution) -> Metrics:
     rows = (ex.progress or {}).get("rows") or {}
 
-    def total(group: str) -> int | None:
-        counts = [r["rows"] for t, r in rows.items() if t.startswith(group) and r.get("rows") is not None]
+    def total(group: str, what: str = "rows") -> int | None:
+        counts = [r[what] for t, r in rows.items() if t.startswith(group) and r.get(what) is not None]
         return sum(counts) if counts else None
 
     elapsed = None
     if ex.started_at is not None:
         elapsed = int(((ex.finished_at or utcnow()) - ex.started_at).total_seconds() * 1000)
-    # bytesProcessed stays null: the operators report row counts only (no byte counts in their XCom).
     return Metrics(
-        rows_processed=total("sources."), rows_written=total("sinks."), bytes_processed=None, elapsed_ms=elapsed
+        rows_processed=total("sources."),
+        rows_written=total("sinks."),
+        bytes_processed=total("sources.", "bytes"),  # bytes read by the sources (files, objects, responses, tables)
+        elapsed_ms=elapsed,
     )
 
 
@@ -554,30 +558,41 @@ def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
 _STAGING_GROUPS = ("prepare_staging", "sources.", "transformations.")
 
 
-def retry(ex: Execution, airflow: AirflowClient) -> None:
+def retry(session: Session, ex: Execution, airflow: AirflowClient) -> None:
     """Re-run the failed tasks of a FAILED execution in the same Airflow run (Airflow's clear).
 
     The teardown dropped the run's staging schema, so when a failed task reads staged data (anything but a
-    quality check) the staging side is rebuilt too: setup, sources, transformations, teardown. Sinks that
-    succeeded are not loaded again (an append sink would get its rows twice)."""
+    check of a sink table) the staging side is rebuilt too: setup, sources, transformations, teardown. Sinks
+    that succeeded are not loaded again (an append sink would get its rows twice)."""
     if ex.status != FAILED:
         raise Conflict(f"execution '{ex.id}' is {ex.status}; only a FAILED execution can be retried")
     if not ex.submitted:
         raise Conflict(f"execution '{ex.id}' never reached Airflow ({ex.error_message}); execute the pipeline again")
     tis = airflow.task_instances(ex.dag_id, ex.id)
-    task_ids = retry_set(tis)
+    version = pipeline_repo.version(session, ex.pipeline_id, ex.pipeline_revision)
+    task_ids = retry_set(tis, table_check_tasks(version.definition if version else {}))
     airflow.clear_tasks(ex.dag_id, ex.id, task_ids)
     ex.status, ex.finished_at, ex.error_message, ex.quality_results = QUEUED, None, None, None
     ex.progress = {**(ex.progress or {}), "refreshedAt": None, "retries": (ex.progress or {}).get("retries", 0) + 1}
 
 
-def retry_set(tis: list[dict[str, Any]]) -> list[str]:
+def table_check_tasks(definition: dict[str, Any]) -> set[str]:
+    """Task ids of the checks that read a sink's table rather than staged data (dag_factory.builder)."""
+    sinks = definition.get("sinks") or {}
+    return {
+        f"{QUALITY_PREFIX}{name}"
+        for name in {c.get("dataset") for c in definition.get("quality_checks") or []}
+        if isinstance(sinks.get(name), dict) and sinks[name].get("type") not in OBJECT_SINK_TYPES
+    }
+
+
+def retry_set(tis: list[dict[str, Any]], table_checks: set[str]) -> list[str]:
     every = [t["task_id"] for t in tis]
     failed = [t["task_id"] for t in tis if t.get("state") in ("failed", "upstream_failed")]
     if not failed:  # the run failed as a whole (run timeout, marked failed): re-run what did not succeed
         failed = [t["task_id"] for t in tis if t.get("state") not in ("success", "skipped")]
     chosen = set(failed)
-    if any(not t.startswith("quality.") for t in failed):
+    if any(t not in table_checks for t in failed):
         chosen |= {t for t in every if t.startswith(_STAGING_GROUPS)}
     if TEARDOWN_TASK_ID in every:
         chosen.add(TEARDOWN_TASK_ID)

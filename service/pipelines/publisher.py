@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from dag_factory.spec.models import connection_names_of
 from service import naming
 from service.airflow.client import AirflowClient
 from service.config import Settings
@@ -93,7 +94,7 @@ class Publisher:
     def _config(self, s: Session, pipeline: Pipeline) -> dict[str, Any]:
         definition = repository.current_version(s, pipeline).definition
         conn_ids = {c.name: c.airflow_conn_id for c in connection_repo.list_all(s, pipeline.tenant_id)}
-        used = {n: conn_ids[n] for n in _connection_names(definition) if n in conn_ids}
+        used = {n: conn_ids[n] for n in connection_names_of(definition) if n in conn_ids}
         return {
             "dag_id": pipeline.dag_id,
             "definition": definition,
@@ -171,9 +172,3 @@ class Publisher:
         except ServiceError as exc:
             # The file is gone, so Airflow marks the DAG stale at its next scan anyway.
             log.warning("could not delete DAG %s in Airflow: %s", dag_id, exc.message)
-
-
-def _connection_names(definition: dict[str, Any]) -> set[str]:
-    names = {item.get("connection") for group in ("sources", "sinks") for item in definition.get(group, {}).values()}
-    names.add(definition.get("orchestration", {}).get("staging_connection"))
-    return {n for n in names if n}

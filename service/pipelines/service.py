@@ -60,13 +60,18 @@ def _check_connections(session: Session, tenant_id: str, definition: PipelineDef
     elif staging and known[staging] not in CONNECTION_TYPES_BY_STEP["postgres"]:
         message = f"connection '{staging}' is of type {known[staging]}: datasets are staged in a PostgreSQL database"
         details.append({"path": "definition.orchestration.staging_connection", "message": message})
+    notify = definition.orchestration.on_failure.connection if definition.orchestration.on_failure else None
+    if notify and known.get(notify) != "http":
+        where = "unknown connection" if notify not in known else f"connection of type {known[notify]}"
+        message = f"{where} '{notify}': failure notifications go to an http connection"
+        details.append({"path": "definition.orchestration.on_failure.connection", "message": message})
     if details:
         raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
 
 
 def _check_sqlite(session: Session, tenant_id: str, definition: PipelineDefinition) -> None:
     """A SQLite file (a `sql` connection) is only read or written by sql steps: it cannot hold the staging
-    schema, nor be checked by great-expectations (which the checks run on PostgreSQL)."""
+    schema (checks on its tables are fine: great-expectations reads any SQL database)."""
     sqlite = {c.name for c in connection_repo.list_all(session, tenant_id) if is_sqlite(c.type, c.port)}
     if not sqlite:
         return
@@ -87,11 +92,6 @@ def _check_sqlite(session: Session, tenant_id: str, definition: PipelineDefiniti
             "set orchestration.staging_connection to a PostgreSQL connection"
         )
         details.append({"path": f"definition.{where}", "message": message})
-    for i, check in enumerate(definition.quality_checks):
-        sink = definition.sinks.get(check.dataset)
-        if sink is not None and getattr(sink, "connection", None) in sqlite:
-            message = f"checks run on PostgreSQL tables; sink '{check.dataset}' writes to a SQLite file"
-            details.append({"path": f"definition.quality_checks[{i}].dataset", "message": message})
     if details:
         raise ValidationFailed(f"{details[0]['path']}: {details[0]['message']}", details=details)
 

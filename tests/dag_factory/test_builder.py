@@ -93,6 +93,35 @@ def test_connections_sql_and_templates(dag):
     ]
 
 
+def test_checks_of_staged_datasets_sit_between_the_dataset_and_its_readers():
+    d = copy.deepcopy(EXAMPLE["definition"])
+    d["sinks"]["export"] = {"type": "file", "input": "clean_transactions", "path": "out"}
+    d["quality_checks"] += [
+        {"name": "ids", "dataset": "clean_transactions", "expectation": "expect_column_values_to_not_be_null",
+         "kwargs": {"column": "id"}},
+        {"name": "rows", "dataset": "products", "expectation": "expect_table_row_count_to_be_between",
+         "kwargs": {"min_value": 1}, "severity": "warn"},
+        {"name": "export_rows", "dataset": "export", "expectation": "expect_table_row_count_to_be_between",
+         "kwargs": {"min_value": 1}},
+    ]  # fmt: skip
+    dag = build_dag(d, dag_id="acme.x", connections=CONNS)
+    clean = dag.get_task("quality.clean_transactions")
+    assert (clean.conn_id, clean.table, clean.staged, clean.dataset) == (
+        "acme.warehouse", "clean_transactions", True, "clean_transactions"
+    )  # fmt: skip
+    assert upstream(dag, "quality.clean_transactions") == ["transformations.clean_transactions"]
+    # an error check gates every reader of the dataset; a warn-only one gates nothing
+    assert "quality.clean_transactions" in upstream(dag, "transformations.enrich_with_products")
+    assert "quality.clean_transactions" in upstream(dag, "sinks.export")
+    assert upstream(dag, "quality.products") == ["sources.products"]
+    assert "quality.products" not in upstream(dag, "transformations.enrich_with_products")
+    # a file sink: its staged input, checked before it is written
+    export = dag.get_task("quality.export")
+    assert (export.table, export.staged, export.dataset) == ("clean_transactions", True, "export")
+    assert "quality.export" in upstream(dag, "sinks.export")
+    assert {"quality.clean_transactions", "quality.products", "quality.export"} <= set(upstream(dag, "cleanup_staging"))
+
+
 def test_a_sink_on_another_connection_is_cleaned_too():
     d = copy.deepcopy(EXAMPLE["definition"])
     d["orchestration"]["staging_connection"] = "sales-database"

@@ -63,7 +63,7 @@ def test_references_must_resolve():
     d["transformations"][0]["inputs"] = ["raw_transactions", "nope"]
     d["transformations"][1]["lookup"] = "missing"
     d["sinks"]["daily_transactions"]["input"] = "ghost"
-    d["quality_checks"][0]["dataset"] = "clean_transactions"
+    d["quality_checks"][0]["dataset"] = "nowhere"
     assert paths(d) == [
         "transformations[0].inputs[1]",
         "transformations[1].lookup",

@@ -354,7 +354,8 @@ def test_incremental_marks_advance_only_when_committed(ctx: dict):
     assert again["rows"] == 4
     ctx["ti"].xcoms["sources.orders"] = again
     CommitWatermarksOperator(task_id="commit_watermarks", staging_conn_id=WH, sources={"orders": "id"}).execute(ctx)
-    assert extract(ctx, SRC, "orders", kind="postgres", table="orders", incremental=inc) == {
+    nothing_new = extract(ctx, SRC, "orders", kind="postgres", table="orders", incremental=inc)
+    assert {k: nothing_new[k] for k in ("dataset", "rows", "watermark")} == {
         "dataset": "orders",
         "rows": 0,
         "watermark": None,

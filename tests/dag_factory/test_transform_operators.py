@@ -56,10 +56,8 @@ def python_step(ctx: dict, path: str, monkeypatch, **options) -> dict:
 
 def test_python_step_builds_the_output_table(ctx, monkeypatch):
     stage(ctx, "t", "raw_transactions", SRC)
-    assert python_step(ctx, "tests.dag_factory.steps.copy_first", monkeypatch, note="hi") == {
-        "dataset": "py_out",
-        "rows": 11,
-    }
+    result = python_step(ctx, "tests.dag_factory.steps.copy_first", monkeypatch, note="hi")
+    assert (result["dataset"], result["rows"]) == ("py_out", 11) and result["bytes"] > 0
     assert python_step(ctx, "tests.dag_factory.steps.copy_first", monkeypatch)["rows"] == 11  # retry starts clean
     with pytest.raises(AirflowFailException, match="did not create"):
         python_step(ctx, "tests.dag_factory.steps.forgets_the_table", monkeypatch)
@@ -96,6 +94,9 @@ def test_operators_report_lineage_with_row_counts(ctx):
     ]
     [out] = lineage.outputs
     assert out.name == f"{WH}.{schema}.t" and out.outputFacets["outputStatistics"].rowCount == 11
+    size = query(WH, f"SELECT pg_total_relation_size('{schema}.t')")[0][0]
+    assert out.outputFacets["outputStatistics"].size == size > 0
+    assert staged.execute(ctx)["bytes"] == size
 
     sql_op = SqlTransformOperator(
         task_id="x",
@@ -113,6 +114,10 @@ def test_operators_report_lineage_with_row_counts(ctx):
     lineage = load.get_openlineage_facets_on_complete(None)
     assert [d.name for d in lineage.inputs] == [f"{WH}.{schema}.t"]
     assert [(d.name, d.outputFacets["outputStatistics"].rowCount) for d in lineage.outputs] == [(f"{WH}.lin.out", 11)]
+    assert lineage.outputs[0].outputFacets["outputStatistics"].size == size  # the dataset loaded
+
+    view = SqlTransformOperator(task_id="v", staging_conn_id=WH, dataset="v", sql="SELECT * FROM t", materialize="view")
+    assert view.execute(ctx)["bytes"] is None  # a view has no size of its own
 
 
 def test_datasets_can_be_views_and_retries_switch_between_kinds(ctx):
@@ -120,7 +125,7 @@ def test_datasets_can_be_views_and_retries_switch_between_kinds(ctx):
     view = StageTableOperator(
         task_id="v", source_conn_id=WH, staging_conn_id=WH, table="customers", dataset="c", materialize="view"
     )
-    assert view.execute(ctx) == {"dataset": "c", "rows": None}
+    assert view.execute(ctx) == {"dataset": "c", "rows": None, "bytes": None}
     assert query(WH, f"SELECT relkind::text FROM pg_class WHERE oid = '{schema}.c'::regclass") == [("v",)]
     op = SqlTransformOperator(task_id="x", staging_conn_id=WH, dataset="fr", sql="SELECT * FROM c WHERE country = 'FR'")
     assert op.execute(ctx)["rows"] == 2

@@ -5,10 +5,13 @@ and the validate / schema endpoints."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+import uuid
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,9 +121,11 @@ def test_every_transformation_type_in_one_run(tenant, running, sales_db, warehou
 
 class Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
+    requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        Hook.requests.append((self.path, self.headers.get("Authorization")))
         self.send_response(204)
         self.end_headers()
 
@@ -144,6 +149,44 @@ def test_a_failed_run_posts_its_summary_to_the_webhook(tenant):
         assert got and got[0]["event"] == "pipeline_run_failed" and got[0]["dag_id"] == p["dagId"], got
         assert got[0]["run_id"] == done["executionId"]
         assert "password" not in json.dumps(got)
+    finally:
+        server.shutdown()
+
+
+def test_a_failed_run_notifies_through_an_http_connection(tenant, running):
+    """The webhook's URL and token live in an http connection: not in the definition, nor the DAG file."""
+    token = "hook-" + uuid.uuid4().hex
+    server = HTTPServer(("127.0.0.1", harness.free_port()), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received, Hook.requests = [], []
+    try:
+        conn = {
+            "name": "alerts",
+            "type": "http",
+            "url": f"http://127.0.0.1:{server.server_port}/hooks",
+            "credentials": {"username": "ops", "password": token},
+        }
+        created = tenant.post("/v1/pipelines/connections", json=conn)
+        assert created.status_code == 201, created.text
+        body = example("notifying-conn", "lang.notifying_conn")
+        body["definition"]["transformations"][0]["sql"] = "SELECT 1 / 0 AS boom FROM raw_transactions"
+        del body["definition"]["quality_checks"]
+        body["definition"]["orchestration"]["on_failure"] = {"connection": "sales-database"}
+        r = tenant.post("/v1/pipelines", json=body)  # a postgres connection cannot take notifications
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["details"][0]["path"] == "definition.orchestration.on_failure.connection"
+        body["definition"]["orchestration"]["on_failure"] = {"connection": "alerts", "path": "/failed"}
+        p = create_active(tenant, body)
+        dag_file = next(Path(running.settings.dags_dir).glob(f"pipeline_*{p['name']}.py")).read_text()
+        assert token not in dag_file and str(server.server_port) not in dag_file
+        done = run_to_end(tenant, p["pipelineId"])
+        assert done["status"] == "FAILED"
+        got = harness.wait_for(lambda: list(Hook.received), bool, timeout=60)
+        assert got[0]["event"] == "pipeline_run_failed" and got[0]["run_id"] == done["executionId"], got
+        path, auth = Hook.requests[0]
+        assert path == "/hooks/failed" and auth == "Basic " + base64.b64encode(f"ops:{token}".encode()).decode()
+        r = tenant.delete(f"/v1/pipelines/connections/{created.json()['connectionId']}")  # in use: 409
+        assert r.status_code == 409 and p["name"] in r.json()["error"]["details"]["pipelines"], r.text
     finally:
         server.shutdown()
 

@@ -99,20 +99,14 @@ def test_sql_sources_and_sinks_on_sqlite_and_postgres(api: dict[str, Any]) -> No
         "orchestration": {"staging_connection": "warehouse", **RETRY},
     }
     body = {"name": "sql-io", "definition": definition}
-    # A SQLite file cannot be checked by great-expectations, nor stage datasets: 400 naming the field.
-    bad = {
-        **definition,
-        "quality_checks": [
-            {
-                "name": "c",
-                "dataset": "orders_lite",
-                "expectation": "expect_column_values_to_not_be_null",
-                "kwargs": {"column": "id"},
-            }
-        ],
-    }
-    r = client.post("/v1/pipelines/validate", json={**body, "definition": bad})
-    assert r.status_code == 400 and r.json()["error"]["details"][0]["path"] == "definition.quality_checks[0].dataset"
+    # Checks run on any SQL database and on staged datasets: a SQLite sink table, a staged source.
+    definition["quality_checks"] = [
+        {"name": "ids", "dataset": "orders_lite", "expectation": "expect_column_values_to_not_be_null",
+         "kwargs": {"column": "id"}},
+        {"name": "cheap_items", "dataset": "items", "expectation": "expect_column_values_to_be_between",
+         "kwargs": {"column": "price", "max_value": 10}, "severity": "warn"},
+    ]  # fmt: skip
+    # A SQLite file cannot stage datasets: 400 naming the field.
     bad = {**definition, "orchestration": {"staging_connection": "lite"}}
     r = client.post("/v1/pipelines/validate", json={**body, "definition": bad})
     assert r.status_code == 400, r.text
@@ -144,6 +138,13 @@ def test_sql_sources_and_sinks_on_sqlite_and_postgres(api: dict[str, Any]) -> No
     assert query(api["lake"], "SELECT count(*), sum(id), min(added) FROM shop.items")[0][:2] == (40, 820)
     with sqlite3.connect(api["lite"]) as lite:
         assert lite.execute("SELECT count(*), sum(amount) FROM orders_copy").fetchone() == (10, 110)
+    results = {r["name"]: r for r in done["qualityResults"]}
+    assert (results["ids"]["success"], results["ids"]["elementCount"], results["ids"]["table"]) == (
+        True, 10, "orders_copy"
+    )  # fmt: skip
+    cheap = results["cheap_items"]  # prices i + 0.5 for ids 1..40: 31 above 10 (ids 10..40), as staged
+    assert (cheap["success"], cheap["unexpectedCount"], cheap["dataset"]) == (False, 31, "items"), cheap
+    assert cheap["table"].endswith(".items") and tasks(done)["quality.items"] == "success"
 
 
 def test_incremental_partitioned_source_advances_its_mark_only_on_success(api: dict[str, Any]) -> None:

@@ -54,6 +54,7 @@ def test_a_failing_warn_check_is_recorded_and_the_run_completes(tenant, sales_db
     )
     done = run_to_end(tenant, p["pipelineId"], timeout=TIMEOUT)
     assert done["status"] == "COMPLETED", done
+    assert done["metrics"]["bytesProcessed"] >= 8192, done["metrics"]  # the staged table: at least one page
     results = by_name(done)
     assert set(results) == {"ids_present", "row_count", "amounts_positive"}, done["qualityResults"]
     ids, count, amounts = results["ids_present"], results["row_count"], results["amounts_positive"]
@@ -91,3 +92,21 @@ def test_a_failing_error_check_fails_the_run_and_shows_in_the_results(tenant, sa
     plain = checked("quality-none", "qa.quality_none")
     plain_done = run_to_end(tenant, create_active(tenant, plain)["pipelineId"], timeout=TIMEOUT)
     assert (plain_done["status"], plain_done["qualityResults"]) == ("COMPLETED", [])
+
+
+def test_an_error_check_on_a_staged_source_keeps_its_data_from_the_sinks(tenant, sales_db, warehouse_db):
+    negative = query(sales_db, NEGATIVE)[0][0]
+    body = checked("quality-staged", "qa.quality_staged")
+    body["definition"]["quality_checks"] = [
+        {"name": "staged_positive", "dataset": "raw", "expectation": "expect_column_values_to_be_between",
+         "kwargs": {"column": "amount", "min_value": 0}},
+    ]  # fmt: skip
+    done = run_to_end(tenant, create_active(tenant, body)["pipelineId"], timeout=TIMEOUT)
+    assert done["status"] == "FAILED" and "quality.raw" in done["errorMessage"], done
+    states = {t["taskId"]: t["state"] for t in done["tasks"]}
+    assert states["quality.raw"] == "failed" and states["sinks.loaded"] == "upstream_failed", states
+    [result] = done["qualityResults"]
+    assert (result["dataset"], result["success"], result["unexpectedCount"]) == ("raw", False, negative)
+    assert result["table"].endswith(".raw") and result["table"] != "raw"  # the run's staging schema
+    exists = query(warehouse_db, "SELECT to_regclass('qa.quality_staged') IS NOT NULL")
+    assert exists == [(False,)]  # never loaded

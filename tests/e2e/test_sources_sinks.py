@@ -169,6 +169,22 @@ def definition(run: str, schema: str) -> dict[str, Any]:
                 "partition_by": ["day"],
             },
         },
+        # Checks on a file sink (its staged input, before it is written) and on an http source (as staged).
+        "quality_checks": [
+            {
+                "name": "export_rows",
+                "dataset": "orders_export",
+                "expectation": "expect_table_row_count_to_equal",
+                "kwargs": {"value": 5},
+            },
+            {
+                "name": "skus",
+                "dataset": "items",
+                "expectation": "expect_column_values_to_be_unique",
+                "kwargs": {"column": "sku"},
+                "severity": "warn",
+            },
+        ],
         # One retry: on a loaded machine the first task of a fresh Airflow can fail to start (the api-server
         # answers the task's start call too late); every step here is idempotent, so a retry is harmless.
         "orchestration": {"retries": 1, "retry_delay_seconds": 2},
@@ -222,8 +238,13 @@ def test_files_s3_and_http_in_one_pipeline(
 
     status = tenant.get(f"/v1/pipelines/executions/{done['executionId']}").json()
     assert status["progress"]["percentage"] == 100
+    checks = {r["name"]: r for r in status["qualityResults"]}
+    assert (checks["export_rows"]["success"], checks["export_rows"]["observedValue"]) == (True, 5), checks
+    assert (checks["skus"]["success"], checks["skus"]["dataset"], checks["skus"]["elementCount"]) == (True, "items", 7)
     # Read: 2 csv + 1 jsonl + 2 parquet + 3 s3 + 7 http rows; written: 5 + 7 into tables, 5 + 5 as files.
     assert (status["metrics"]["rowsProcessed"], status["metrics"]["rowsWritten"]) == (15, 22), status["metrics"]
+    landed = sum(f.stat().st_size for f in (root / "landing" / run).iterdir())  # one source reads each
+    assert status["metrics"]["bytesProcessed"] > landed, status["metrics"]  # + the s3 object, http pages
 
 
 def test_paths_and_connection_types_are_checked_on_create(

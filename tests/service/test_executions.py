@@ -435,8 +435,9 @@ def test_queued_executions_are_submitted_by_priority(svc: Service, acme: Api) ->
 # -- issue 4: status, metrics, caching ---------------------------------------------------------------------
 def test_metrics_come_from_the_tasks_xcom_read_once(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
     dag_id, run_id = submitted["dagId"], submitted["executionId"]
-    svc.fake.xcoms[(dag_id, run_id, "sources.raw_transactions")] = {"dataset": "raw_transactions", "rows": 120}
-    svc.fake.xcoms[(dag_id, run_id, "sources.products")] = {"dataset": "products", "rows": 8}
+    raw = {"dataset": "raw_transactions", "rows": 120, "bytes": 16384}
+    svc.fake.xcoms[(dag_id, run_id, "sources.raw_transactions")] = raw
+    svc.fake.xcoms[(dag_id, run_id, "sources.products")] = {"dataset": "products", "rows": 8, "bytes": None}  # a view
     svc.fake.xcoms[(dag_id, run_id, "sinks.daily_transactions")] = {"table": "analytics.x", "rows": 100}
     advance(svc, submitted, "running", {"prepare_staging": "success", "sources.raw_transactions": "success"})
     reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
@@ -446,7 +447,7 @@ def test_metrics_come_from_the_tasks_xcom_read_once(svc: Service, acme: Api, sub
     advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))
     reconcile_step(svc.app.state.sessions, svc.app.state.airflow)
     done = acme.execution(run_id)["metrics"]
-    assert (done["rowsProcessed"], done["rowsWritten"], done["bytesProcessed"]) == (128, 100, None)
+    assert (done["rowsProcessed"], done["rowsWritten"], done["bytesProcessed"]) == (128, 100, 16384)
     xcom_calls = svc.fake.calls("GET", r".*/xcomEntries/return_value")
     assert len(xcom_calls) == len(TASKS)  # each task's XCom once, not once per read
 
@@ -523,6 +524,27 @@ def test_retry_of_a_failed_quality_check_reruns_only_the_check(
     assert acme.execution(submitted["executionId"])["status"] == "FAILED"
     assert acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry").status_code == 200
     assert svc.fake.cleared[0]["task_ids"] == ["quality.daily_transactions", "cleanup_staging"]
+
+
+def test_retry_set_rebuilds_the_staging_for_a_check_of_staged_data() -> None:
+    from service.executions.service import retry_set, table_check_tasks
+
+    definition = {
+        "sinks": {"t": {"type": "postgres"}, "f": {"type": "file"}},
+        "quality_checks": [{"dataset": "t"}, {"dataset": "f"}, {"dataset": "raw"}],
+    }
+    assert table_check_tasks(definition) == {"quality.t"}
+    states = {
+        "prepare_staging": "success",
+        "sources.raw": "success",
+        "sinks.t": "success",
+        "cleanup_staging": "success",
+    }
+    for failed, rebuilt in (("quality.t", False), ("quality.f", True), ("quality.raw", True)):
+        tis = [{"task_id": t, "state": s} for t, s in {**states, failed: "failed"}.items()]
+        chosen = retry_set(tis, table_check_tasks(definition))
+        assert failed in chosen and "cleanup_staging" in chosen and "sinks.t" not in chosen
+        assert ("sources.raw" in chosen) is rebuilt, (failed, chosen)
 
 
 def test_retry_of_an_execution_that_has_not_failed_is_409(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
