@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from dag_factory.hooks.postgres import PostgresHook, cancel_open_queries, split_table
 
@@ -47,8 +48,12 @@ class PipelineOperator(BaseOperator):
             from dag_factory.timetables import schedule_parameters
 
             extra = schedule_parameters(self.dag, run_id, context.get("logical_date"))
-            if extra:
-                context["params"].update(extra)
+            if extra is None:  # never run a schedule's run with the defaults instead of its parameters
+                raise AirflowFailException(
+                    f"scheduled run {run_id} belongs to none of the pipeline's enabled schedules (changed or removed "
+                    "since Airflow queued it): its parameters are unknown, so it does not run"
+                )
+            context["params"].update(extra)
         super().render_template_fields(context, jinja_env)
 
     def record_lineage(self, inputs: list[TableRef], outputs: list[Written]) -> None:

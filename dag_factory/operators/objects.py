@@ -227,10 +227,12 @@ class StageHttpOperator(ObjectLineageOperator):
             raise AirflowFailException(f"GET {self.path}: no records at {self.records_path or 'the top level'!r}")
         table = records_table(fetched.records)
         target = (staging_schema(context["run_id"]), self.dataset)
-        rows = load_arrow(PostgresHook(self.staging_conn_id), target, table)
+        staging = PostgresHook(self.staging_conn_id)
+        rows = load_arrow(staging, target, table)
         url = urlsplit(urljoin(base_url.rstrip("/") + "/", self.path.lstrip("/")))
         source = (f"{url.scheme}://{url.netloc}", url.path)
-        self.record_named_lineage([source], [(*dataset_name(self.staging_conn_id, target), rows, None)])
+        staged = (*dataset_name(self.staging_conn_id, target), rows, staging.table_bytes(target))
+        self.record_named_lineage([source], [staged])
         self.log.info(
             "staged %s records from %s page(s) (%s bytes) as %s.%s", rows, fetched.pages, fetched.bytes, *target
         )

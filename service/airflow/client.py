@@ -7,6 +7,7 @@ lazily and once more when Airflow answers 401 (tokens expire, Airflow restarts w
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -209,11 +210,22 @@ class AirflowClient:
         return [e if isinstance(e, dict) else {"event": str(e)} for e in content]
 
     # -- connections --------------------------------------------------------------------------------
-    def upsert_connection(self, conn: dict[str, Any]) -> None:
-        try:
-            self.request("PATCH", f"/connections/{conn['connection_id']}", json=conn)
-        except AirflowNotFound:
-            self.request("POST", "/connections", json=conn)
+    def upsert_connection(self, conn: dict[str, Any], attempts: int = 3) -> None:
+        """PATCH, or POST when missing. Idempotent, so an HTTP 5xx (Airflow's metadata database busy) is
+        tried again, twice, after 0.5 s and 1 s."""
+        for attempt in range(attempts):
+            try:
+                try:
+                    self.request("PATCH", f"/connections/{conn['connection_id']}", json=conn)
+                except AirflowNotFound:
+                    self.request("POST", "/connections", json=conn)
+                return
+            except AirflowRejected:
+                raise  # the content: asking again changes nothing
+            except UpstreamError:  # a 5xx; or 409: created meanwhile by another replica, PATCHed next time
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def delete_connection(self, conn_id: str) -> None:
         try:

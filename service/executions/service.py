@@ -22,7 +22,7 @@ from dag_factory.spec import TEARDOWN_TASK_ID, validate_parameters
 from dag_factory.spec.models import OBJECT_SINK_TYPES
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.auth import Principal
-from service.db import session_scope, utcnow
+from service.db import page, session_scope, utcnow
 from service.errors import AirflowUnavailable, Conflict, NotFound, RateLimited, ServiceError, ValidationFailed
 from service.executions.models import Execution
 from service.executions.schemas import (
@@ -520,9 +520,7 @@ def list_page(
         stmt = stmt.where(Execution.submitted_at >= submitted_from)
     if submitted_to:
         stmt = stmt.where(Execution.submitted_at < submitted_to)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Execution.submitted_at.desc(), Execution.id).offset(offset).limit(limit)).all()
-    return rows, total
+    return page(session, stmt.order_by(Execution.submitted_at.desc(), Execution.id), offset=offset, limit=limit)
 
 
 def cancel(ex: Execution, airflow: AirflowClient) -> None:

@@ -101,7 +101,7 @@ class Publisher:
             "connections": used,
             "description": pipeline.description,
             "owner": pipeline.created_by or "pipeline-service",
-            "tags": [f"tenant:{pipeline.tenant_id}", f"pipeline:{pipeline.name}", *pipeline.tags][:20],
+            "tags": [*_identity_tags(pipeline), *pipeline.tags][:20],
             "schedules": timetable_entries(s, pipeline.id),  # enabled ones; none: manual runs only
         }
 
@@ -172,3 +172,9 @@ class Publisher:
         except ServiceError as exc:
             # The file is gone, so Airflow marks the DAG stale at its next scan anyway.
             log.warning("could not delete DAG %s in Airflow: %s", dag_id, exc.message)
+
+
+def _identity_tags(pipeline: Pipeline) -> list[str]:
+    """The DAG's tags that say whose and what it is, filterable in Airflow's UI."""
+    tags = [f"tenant:{pipeline.tenant_id}", f"pipeline:{pipeline.name}"]
+    return tags + ([f"template:{pipeline.template_id}"] if pipeline.template_id else [])

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.db import page
 from service.schedules.models import Schedule
 
 
@@ -19,9 +20,7 @@ def list_page(
     stmt = select(Schedule).where(Schedule.tenant_id == tenant_id)
     if pipeline_id:
         stmt = stmt.where(Schedule.pipeline_id == pipeline_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Schedule.created_at, Schedule.id).offset(offset).limit(limit)).all()
-    return rows, total
+    return page(session, stmt.order_by(Schedule.created_at, Schedule.id), offset=offset, limit=limit)
 
 
 def enabled_for_pipeline(session: Session, pipeline_id: str) -> Sequence[Schedule]:

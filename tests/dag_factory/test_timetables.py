@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.serialization.decoders import decode_timetable
 from airflow.serialization.encoders import encode_timetable
 from airflow.serialization.serialized_objects import DagSerialization
@@ -202,3 +203,12 @@ def test_tasks_of_a_scheduled_run_render_with_the_schedules_parameters() -> None
     assert schedule_parameters(dag, legacy, utc(2026, 11, 26, 6)) == {"start_date": "2026-03-01"}
     assert schedule_parameters(dag, legacy, utc(2026, 11, 26, 6, 0, 30)) is None
     assert schedule_parameters(dag, "scheduled__sch-gone__2026-11-26T11:00:00+00:00") is None
+    # ...and a run no enabled schedule explains fails rather than run with the defaults.
+    for run_id, logical in (("scheduled__sch-gone__2026-11-26T11:00:00+00:00", None), (legacy, utc(2026, 11, 26, 7))):
+        task = source.prepare_for_execution()
+        context = {"run_id": run_id, "logical_date": logical, "params": dict(defaults)}
+        with pytest.raises(AirflowFailException, match="belongs to none of the pipeline's enabled schedules"):
+            task.render_template_fields(context, dag.get_template_env())
+    task = source.prepare_for_execution()
+    task.render_template_fields({"run_id": legacy, "logical_date": utc(2026, 11, 26, 6), "params": dict(defaults)})
+    assert "'2026-03-01'" in str(task.where)

@@ -68,6 +68,7 @@ class FakeAirflow:
     def __init__(self, dags_dir: Path):
         self.dags_dir = Path(dags_dir)
         self.down = False  # True: every request fails with httpx.ConnectError
+        self.fail_next: list[int] = []  # HTTP statuses the next authenticated API requests get instead
         self.health_response: httpx.Response | None = None  # overrides GET /monitor/health
         self.broken: dict[str, str] = {}  # DAG file name -> the traceback importing it raises
         self.dags: dict[str, dict[str, Any]] = {}
@@ -124,6 +125,8 @@ class FakeAirflow:
         if path.startswith("/api/v2/") and path != "/api/v2/monitor/health":
             if request.headers.get("Authorization", "").removeprefix("Bearer ") not in self._tokens:
                 return _json(401, {"detail": "Not authenticated"})
+            if self.fail_next:
+                return _json(self.fail_next.pop(0), {"detail": "database is locked"})
         known_path = False
         for method, pattern, handler in self._routes:
             match = re.fullmatch(pattern, path)

@@ -55,6 +55,18 @@ def test_airflow_receives_the_connection_with_its_password(svc: Service, api: Ap
     assert json.loads(conn["extra"]) == {"sslmode": "require", "connect_timeout": 5}
 
 
+def test_a_busy_airflow_is_asked_again_and_a_failing_one_stores_nothing(svc: Service, api: Api) -> None:
+    svc.fake.fail_next = [500, 503]  # e.g. its SQLite metadata database locked for a moment
+    resp = api.post(URL, json=connection_body("warehouse"))
+    assert resp.status_code == 201, resp.text
+    assert svc.fake.connections["acme.warehouse"]["password"] == CONN_PASSWORD
+    svc.fake.fail_next = [500, 500, 500]
+    resp = api.post(URL, json=connection_body("lake"))
+    assert resp.status_code == 502 and "Airflow refused the connection 'lake'" in resp.text, resp.text
+    assert CONN_PASSWORD not in resp.text and "database is locked" not in resp.text
+    assert [c["name"] for c in api.get(URL).json()["items"]] == ["warehouse"]  # nothing half-written
+
+
 def test_secret_ref_is_resolved_from_the_environment(svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_SECRET_PROD_DB_CREDS", json.dumps({"username": "etl", "password": "from-env-42"}))
     resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="prod-db.creds"))

@@ -111,6 +111,7 @@ def test_create_from_a_template_goes_through_the_pipelines_path(svc: Service, te
     assert "${" not in json.dumps(definition)
     svc.publish()
     assert tenant.pipeline(pipeline["pipelineId"])["status"] == "ACTIVE"
+    assert f'"template:{PAYMENTS}"' in svc.dag_file(pipeline["dagId"]).read_text()  # a DAG tag in Airflow's UI
     listed = tenant.get("/v1/pipelines").json()["items"]
     assert [p["template"]["id"] for p in listed] == [PAYMENTS]
     # The same name again is the pipelines service's 409.
