@@ -1,6 +1,6 @@
 """Airflow operators of the pipeline DAGs (ELT: stage, transform in SQL, load, check).
 
-Each run works in its own staging schema, `staging_schema(run_id)`, of the staging database.
+Each run works in its own staging schema, `staging_schema(run_id, dag_id)`, of the staging database.
 """
 
 from dag_factory.operators.extract import ExtractOperator, PlanPartitionsOperator, UnionPartitionsOperator
@@ -14,6 +14,7 @@ from dag_factory.operators.staging import (
     CleanupStagingOperator,
     PrepareStagingOperator,
     StageTableOperator,
+    run_schema,
     staging_schema,
 )
 from dag_factory.operators.watermark import WATERMARK_TASK_ID, CommitWatermarksOperator
@@ -35,5 +36,6 @@ __all__ = [
     "StageObjectsOperator",
     "StageTableOperator",
     "WriteObjectsOperator",
+    "run_schema",
     "staging_schema",
 ]

@@ -34,11 +34,11 @@ class PipelineOperator(BaseOperator):
 
     def pre_execute(self, context: Any) -> None:
         # Any task working on staged data first makes sure the staging database did not restart mid-run.
-        conn_id, run_id = self.staging_conn(), context.get("run_id")
-        if conn_id and run_id:
-            from dag_factory.operators.staging import assert_staging_intact
+        conn_id = self.staging_conn()
+        if conn_id and context.get("run_id"):
+            from dag_factory.operators.staging import assert_staging_intact, run_schema
 
-            assert_staging_intact(conn_id, run_id)
+            assert_staging_intact(conn_id, run_schema(context))
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         # A run started by a schedule carries that schedule's parameters ({{ params.x }} and execute()

@@ -33,7 +33,7 @@ from dag_factory.hooks.sql import (
     widest_type,
 )
 from dag_factory.operators.base import PipelineOperator
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 from dag_factory.operators.watermark import WatermarkStore
 
 _PRIMARY_KEY_SQL = """
@@ -128,7 +128,7 @@ class ExtractOperator(_SourceReader):
         self.batch_size = batch_size
 
     def execute(self, context: Any) -> dict[str, Any]:
-        schema = staging_schema(context["run_id"])
+        schema = run_schema(context)
         if self.partition is None:
             name, mark = self.dataset, self._mark(context)
             conditions = self._incremental_conditions(mark)
@@ -244,7 +244,7 @@ class UnionPartitionsOperator(PipelineOperator):
         self.incremental_column = incremental_column
 
     def execute(self, context: Any) -> dict[str, Any]:
-        schema = staging_schema(context["run_id"])
+        schema = run_schema(context)
         staging = PostgresHook(self.staging_conn_id)
         parts = [(schema, part_dataset(self.dataset, i)) for i in range(self.count)]
         with staging.session() as s:

@@ -9,7 +9,7 @@ from psycopg import sql
 
 from dag_factory.hooks.postgres import PgSession, PostgresHook, column_list, split_table, table_ident
 from dag_factory.operators.base import PipelineOperator
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 
 MODES = ("append", "overwrite", "merge")
 
@@ -47,7 +47,7 @@ class LoadTableOperator(PipelineOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         self._check_mode()
-        staged = (staging_schema(context["run_id"]), self.dataset)
+        staged = (run_schema(context), self.dataset)
         sink = PostgresHook(self.sink_conn_id)
         staging = PostgresHook(self.staging_conn_id)
         if not sink.same_database(staging):

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dag_factory.exceptions import DagFactoryError
 from dag_factory.hooks.postgres import PostgresHook
 from dag_factory.operators.base import PipelineOperator, dataset_name
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 
 # (namespace, name) and, for outputs, (namespace, name, rows, bytes).
 Named = tuple[str, str]
@@ -101,7 +101,7 @@ class StageObjectsOperator(ObjectLineageOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from dag_factory.hooks.objects import load_arrow, matching, read_objects
 
-        target = (staging_schema(context["run_id"]), self.dataset)
+        target = (run_schema(context), self.dataset)
         store = make_store(self.store, self.conn_id, self.bucket)
         try:
             keys = matching(store, self.path, self.glob)
@@ -152,7 +152,7 @@ class WriteObjectsOperator(ObjectLineageOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from dag_factory.hooks.objects import fetch_arrow, run_tag, write_dataset
 
-        staged = (staging_schema(context["run_id"]), self.dataset)
+        staged = (run_schema(context), self.dataset)
         store = make_store(self.store, self.conn_id, self.bucket)
         table = fetch_arrow(PostgresHook(self.staging_conn_id), staged)
         try:
@@ -226,7 +226,7 @@ class StageHttpOperator(ObjectLineageOperator):
         if not fetched.records:
             raise AirflowFailException(f"GET {self.path}: no records at {self.records_path or 'the top level'!r}")
         table = records_table(fetched.records)
-        target = (staging_schema(context["run_id"]), self.dataset)
+        target = (run_schema(context), self.dataset)
         staging = PostgresHook(self.staging_conn_id)
         rows = load_arrow(staging, target, table)
         url = urlsplit(urljoin(base_url.rstrip("/") + "/", self.path.lstrip("/")))

@@ -11,7 +11,7 @@ from psycopg import sql
 
 from dag_factory.hooks.postgres import PostgresHook
 from dag_factory.operators.base import PipelineOperator
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 from dag_factory.spec.validate import ALLOWED_CALLABLES_ENV, callable_allowed
 
 
@@ -52,7 +52,7 @@ class PythonStepOperator(PipelineOperator):
         if not callable_allowed(self.callable_path):
             raise AirflowFailException(f"{self.callable_path!r} is not allow-listed in {ALLOWED_CALLABLES_ENV}")
         fn = import_callable(self.callable_path)
-        schema = staging_schema(context["run_id"])
+        schema = run_schema(context)
         hook = PostgresHook(self.staging_conn_id)
         hook.run(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, self.dataset)))
         fn(

@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from dag_factory.hooks.sql import SqlHook, split_name
 from dag_factory.operators.base import PipelineOperator
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 
 SEVERITIES = ("error", "warn")
 XCOM_RETURN_KEY = "return_value"  # the key a task's returned value is stored under (BaseXCom.XCOM_RETURN_KEY)
@@ -108,7 +108,7 @@ class QualityCheckOperator(PipelineOperator):
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         if self.staged:  # object.__setattr__: not a constructor argument being changed
-            object.__setattr__(self, "table", f"{staging_schema(context['run_id'])}.{self.table}")
+            object.__setattr__(self, "table", f"{run_schema(context)}.{self.table}")
         planned = [(check, self._expectation(gx, check)) for check in self.checks]  # config errors first
         hook = SqlHook(self.conn_id)
         hook.url  # noqa: B018 - a connection that is no SQL database fails here, with its own message

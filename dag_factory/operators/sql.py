@@ -9,7 +9,7 @@ from psycopg import sql
 
 from dag_factory.hooks.postgres import PostgresHook
 from dag_factory.operators.base import PipelineOperator
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 
 
 def strip_statement(text: str) -> str:
@@ -41,7 +41,7 @@ class SqlTransformOperator(PipelineOperator):
         return [(self.staging_conn_id, (s or schema, name)) for s, name in refs]
 
     def execute(self, context: Any) -> dict[str, Any]:
-        schema = staging_schema(context["run_id"])
+        schema = run_schema(context)
         with PostgresHook(self.staging_conn_id).session() as session:
             # SET LOCAL: the search_path lasts for this transaction only.
             session.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(schema)))

@@ -6,7 +6,7 @@ from typing import Any
 
 from dag_factory.hooks.sql import SqlHook
 from dag_factory.operators.load import LoadTableOperator
-from dag_factory.operators.staging import staging_schema
+from dag_factory.operators.staging import run_schema
 
 
 class SqlLoadOperator(LoadTableOperator):
@@ -29,7 +29,7 @@ class SqlLoadOperator(LoadTableOperator):
         self._check_mode()
         from dag_factory.hooks.postgres import PostgresHook
 
-        staged = (staging_schema(context["run_id"]), self.dataset)
+        staged = (run_schema(context), self.dataset)
         rows = target.load_from_postgres(
             PostgresHook(self.staging_conn_id),
             staged,

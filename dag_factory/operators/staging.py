@@ -17,9 +17,18 @@ from dag_factory.hooks.postgres import PostgresHook, column_list, table_ident
 from dag_factory.operators.base import PipelineOperator
 
 
-def staging_schema(run_id: str) -> str:
-    """Schema of one run: deterministic (every task of the run computes it) and a valid identifier."""
-    return "stg_" + hashlib.sha1(run_id.encode()).hexdigest()[:20]
+def staging_schema(run_id: str, dag_id: str = "") -> str:
+    """Schema of one run: deterministic (every task of the run computes it) and a valid identifier. Named
+    from the DAG and the run: run ids are unique per DAG only (Airflow's own `scheduled__<time>` and
+    `manual__<time>` repeat across DAGs, and two pipelines may stage in one database)."""
+    key = f"{dag_id}\x00{run_id}" if dag_id else run_id
+    return "stg_" + hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+def run_schema(context: Any) -> str:
+    """The staging schema of the run a task context belongs to."""
+    dag_id = getattr(context.get("dag"), "dag_id", None) or getattr(context.get("ti"), "dag_id", None) or ""
+    return staging_schema(context["run_id"], dag_id)
 
 
 class PrepareStagingOperator(PipelineOperator):
@@ -30,7 +39,7 @@ class PrepareStagingOperator(PipelineOperator):
         self.conn_ids = conn_ids
 
     def execute(self, context: Any) -> str:
-        schema = staging_schema(context["run_id"])
+        schema = run_schema(context)
         for conn_id in dict.fromkeys(self.conn_ids):
             with PostgresHook(conn_id).session() as s:
                 s.ensure_schema(schema)
@@ -39,11 +48,10 @@ class PrepareStagingOperator(PipelineOperator):
         return schema
 
 
-def assert_staging_intact(conn_id: str, run_id: str) -> None:
+def assert_staging_intact(conn_id: str, schema: str) -> None:
     """Fail (without retries: a retry of one task cannot bring staged data back) when the staging database
     restarted since the run created its staging schema: crash recovery empties UNLOGGED tables, and loading
     an emptied dataset would silently write nothing."""
-    schema = staging_schema(run_id)
     with PostgresHook(conn_id).session(read_only=True) as s:
         restart = s.server_restart_since_mark(schema)
     if restart:
@@ -62,7 +70,7 @@ class CleanupStagingOperator(PipelineOperator):
         self.conn_ids = conn_ids
 
     def execute(self, context: Any) -> str:
-        schema = staging_schema(context["run_id"])
+        schema = run_schema(context)
         drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
         for conn_id in dict.fromkeys(self.conn_ids):
             hook = PostgresHook(conn_id)
@@ -106,7 +114,7 @@ class StageTableOperator(PipelineOperator):
         return query
 
     def execute(self, context: Any) -> dict[str, Any]:
-        target = (staging_schema(context["run_id"]), self.dataset)
+        target = (run_schema(context), self.dataset)
         staging = PostgresHook(self.staging_conn_id)
         if self.source_conn_id == self.staging_conn_id:
             # Same database: no data leaves the server (a view: not even a copy is written).

@@ -37,7 +37,7 @@ from dag_factory.operators import (
     StageHttpOperator,
     StageObjectsOperator,
     WriteObjectsOperator,
-    staging_schema,
+    run_schema,
 )
 from dag_factory.spec import PipelineDefinition, validate_definition
 from tests.pg import pg_url
@@ -155,13 +155,13 @@ def ctx() -> Iterator[dict]:
 
 def staged(staging_db: str, ctx: dict, dataset: str, order: str = "1") -> list[tuple]:
     with psycopg.connect(pg_url(staging_db)) as conn:
-        return conn.execute(f'SELECT * FROM "{staging_schema(ctx["run_id"])}"."{dataset}" ORDER BY {order}').fetchall()
+        return conn.execute(f'SELECT * FROM "{run_schema(ctx)}"."{dataset}" ORDER BY {order}').fetchall()
 
 
 def column_types(staging_db: str, ctx: dict, dataset: str) -> dict[str, str]:
     sql = "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
     with psycopg.connect(pg_url(staging_db)) as conn:
-        return dict(conn.execute(sql, (staging_schema(ctx["run_id"]), dataset)).fetchall())
+        return dict(conn.execute(sql, (run_schema(ctx), dataset)).fetchall())
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -321,7 +321,7 @@ def test_parquet_types_survive_a_round_trip(root: Path, staging_db: str, ctx: di
     }
     rows = staged(staging_db, ctx, "p")
     assert rows[0][1] == Decimal("1.10") and rows[0][5] == "" and rows[1][5] is None
-    back = fetch_arrow(PostgresHook(DB_CONN), (staging_schema(ctx["run_id"]), "p"))
+    back = fetch_arrow(PostgresHook(DB_CONN), (run_schema(ctx), "p"))
     assert back.schema.field("price").type == pa.decimal128(10, 2)
     assert back.schema.field("id").type == pa.int32()
     assert back.column("at").to_pylist()[0].replace(tzinfo=None) == datetime(2026, 1, 1, 8)
@@ -365,7 +365,7 @@ def test_partitioned_write_overwrite_and_append(tmp_path: Path) -> None:
 
 
 def test_file_sink_operator_writes_a_staged_dataset(root: Path, staging_db: str, ctx: dict) -> None:
-    target = (staging_schema(ctx["run_id"]), "sales")
+    target = (run_schema(ctx), "sales")
     load_arrow(PostgresHook(DB_CONN), target, pa.table({"day": [date(2026, 1, 1)] * 2, "v": [1.5, 2.5]}))
     op = WriteObjectsOperator(
         task_id="w", store="file", staging_conn_id=DB_CONN, dataset="sales", path="exports/sales", partition_by=["day"]

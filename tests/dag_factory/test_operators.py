@@ -24,6 +24,7 @@ from dag_factory.operators import (
     QualityCheckOperator,
     SqlTransformOperator,
     StageTableOperator,
+    run_schema,
     staging_schema,
 )
 
@@ -124,7 +125,7 @@ def load(ctx: dict, dataset: str, table: str, mode: str, keys=None, sink: str = 
 
 
 def stg(ctx: dict) -> str:
-    return staging_schema(ctx["run_id"])
+    return run_schema(ctx)
 
 
 def schema_exists(db: str, schema: str) -> bool:
@@ -139,6 +140,13 @@ def test_staging_schema_is_deterministic_identifier():
     assert name == staging_schema("manual__2024-01-01T00:00:00+00:00")
     assert name.startswith("stg_") and len(name) == 24 and name.isidentifier()
     assert name != staging_schema("manual__2024-01-02T00:00:00+00:00")
+    # Airflow's own run ids repeat across DAGs: two pipelines staging in one database must not share a schema.
+    from types import SimpleNamespace
+
+    run = "scheduled__2026-11-26T04:29:00+00:00"
+    one, two = ({"run_id": run, "dag": SimpleNamespace(dag_id=d)} for d in ("t.one", "t.two"))
+    assert run_schema(one) != run_schema(two) and run_schema(one) == staging_schema(run, "t.one")
+    assert run_schema({"run_id": run}) == staging_schema(run)  # no DAG in the context (these tests)
 
 
 def test_prepare_and_cleanup_schema_on_every_connection():

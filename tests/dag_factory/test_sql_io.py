@@ -36,7 +36,7 @@ from dag_factory.operators import (
     PrepareStagingOperator,
     SqlLoadOperator,
     UnionPartitionsOperator,
-    staging_schema,
+    run_schema,
 )
 from dag_factory.operators.extract import part_dataset
 from dag_factory.operators.watermark import WatermarkStore
@@ -114,7 +114,7 @@ def ctx() -> Iterator[dict]:
 
 
 def staged(ctx: dict, dataset: str, what: str = "count(*)") -> Any:
-    return query(WH, f'SELECT {what} FROM "{staging_schema(ctx["run_id"])}"."{dataset}"')[0]
+    return query(WH, f'SELECT {what} FROM "{run_schema(ctx)}"."{dataset}"')[0]
 
 
 # --- spec ------------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_sql_source_from_sqlite_table_is_typed(ctx: dict):
         WH,
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
         "AND table_name = 'items' ORDER BY ordinal_position",
-        staging_schema(ctx["run_id"]),
+        run_schema(ctx),
     )
     assert types == [("id", "bigint"), ("name", "text"), ("price", "numeric"), ("added", "timestamp without time zone")]
     assert staged(ctx, "items", "sum(id), min(added)") == (1275, dt.datetime(2024, 2, 1, 10))
@@ -412,7 +412,7 @@ def test_sqlalchemy_sink_into_postgres_merges(ctx: dict):
     """The SQLAlchemy path against PostgreSQL too (the operator itself uses COPY there)."""
     extract(ctx, SRC, "orders", kind="postgres", table="orders", where="id <= 5")
     hook = SqlHook(url=pg_url(SRC).replace("postgresql://", "postgresql+psycopg://"))
-    staged_table = (staging_schema(ctx["run_id"]), "orders")
+    staged_table = (run_schema(ctx), "orders")
     assert hook.load_from_postgres(PostgresHook(WH), staged_table, "public.copy_sa", mode="append") == 5
     assert hook.load_from_postgres(PostgresHook(WH), staged_table, "public.copy_sa", mode="merge", keys=["id"]) == 5
     assert query(SRC, "SELECT count(*), sum(amount) FROM copy_sa") == [(5, Decimal("22.50"))]

@@ -265,3 +265,31 @@ def test_a_run_cleared_in_airflow_while_the_service_is_down_is_followed_after_re
         1.0,
     )
     assert (done["executionId"], done["status"], done["errorMessage"]) == (failed["executionId"], "COMPLETED", None)
+
+
+def test_runs_with_one_run_id_in_two_dags_stage_apart(tenant, running, sales_db, warehouse_db):
+    """Airflow's own run ids (`manual__<time>`, `scheduled__<time>`) repeat across DAGs; two pipelines staging in
+    one database must still get a staging schema each (it is named from the DAG and the run)."""
+    af = running.airflow()
+    pipelines = [create_active(tenant, small(f"twin-{i}", f"qa.twin_{i}")) for i in (1, 2)]
+    run_id = f"manual__shared-{uuid.uuid4().hex[:8]}"
+    for p in pipelines:  # both at once, straight in Airflow, under the same run id
+        r = af.post(f"/dags/{p['dagId']}/dagRuns", json={"dag_run_id": run_id, "logical_date": None})
+        assert r.status_code == 200, r.text
+    for p in pipelines:
+        run = harness.wait_for(
+            lambda p=p: af.get(f"/dags/{p['dagId']}/dagRuns/{run_id}").json(),
+            lambda r: r["state"] in ("success", "failed"),
+            TIMEOUT,
+            1.0,
+        )
+        assert run["state"] == "success", run
+    schemas = [
+        af.get(f"/dags/{p['dagId']}/dagRuns/{run_id}/taskInstances/prepare_staging/xcomEntries/return_value").json()
+        for p in pipelines
+    ]
+    names = [s["value"] for s in schemas]
+    assert names[0] != names[1] and all(str(n).startswith("stg_") for n in names), schemas
+    rows = query(warehouse_db, "SELECT (SELECT count(*) FROM qa.twin_1), (SELECT count(*) FROM qa.twin_2)")[0]
+    expected = query(sales_db, "SELECT count(*) FROM raw_transactions")[0][0]
+    assert rows == (expected, expected), (rows, expected)  # each its own copy, neither doubled nor missing
