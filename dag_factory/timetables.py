@@ -49,12 +49,13 @@ def _pendulum(value: datetime.datetime) -> DateTime:
 
 
 class ScheduleSetTimetable(Timetable):
-    """`schedules`: [{id, cron, timezone, parameters, since}] — the enabled schedules of a pipeline."""
+    """`schedules`: [{id, cron, timezone, parameters, since}] — the enabled schedules of a pipeline (none: manual
+    runs only). Every pipeline DAG has one, so that whichever version of the DAG Airflow's scheduler holds when
+    it creates a run, the run id comes from generate_run_id below: unique across DAGs."""
 
     periodic = True
-    can_be_scheduled = True
 
-    def __init__(self, schedules: list[dict[str, Any]]) -> None:
+    def __init__(self, schedules: list[dict[str, Any]], dag_id: str = "") -> None:
         self.schedules = [
             {
                 "id": str(s["id"]),
@@ -65,25 +66,31 @@ class ScheduleSetTimetable(Timetable):
             }
             for s in schedules
         ]
+        self.dag_id = dag_id
+        self.can_be_scheduled = bool(self.schedules)
         self.description = "; ".join(f"{describe(s['cron'])} ({s['timezone']})" for s in self.schedules)
 
     # -- serialization (scheduler and dag-processor must agree) ---------------------------------------
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> Timetable:
-        return cls(data["schedules"])
+        return cls(data["schedules"], data.get("dag_id", ""))
 
     def serialize(self) -> dict[str, Any]:
-        return {"schedules": self.schedules}
+        return {"schedules": self.schedules, "dag_id": self.dag_id}
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ScheduleSetTimetable) and self.schedules == other.schedules
+        return (
+            isinstance(other, ScheduleSetTimetable)
+            and self.schedules == other.schedules
+            and self.dag_id == other.dag_id
+        )
 
     def __hash__(self) -> int:
-        return hash(tuple((s["id"], s["cron"], s["timezone"]) for s in self.schedules))
+        return hash((self.dag_id, *((s["id"], s["cron"], s["timezone"]) for s in self.schedules)))
 
     @property
     def summary(self) -> str:
-        return ", ".join(f"{s['cron']} {s['timezone']}" for s in self.schedules)
+        return ", ".join(f"{s['cron']} {s['timezone']}" for s in self.schedules) or "None"
 
     def validate(self) -> None:
         from airflow.exceptions import AirflowTimetableInvalid
@@ -147,9 +154,14 @@ class ScheduleSetTimetable(Timetable):
     def generate_run_id(
         self, *, run_type: DagRunType, run_after: DateTime, data_interval: DataInterval | None, **extra: Any
     ) -> str:
-        schedule = self.schedule_at(run_after) if str(run_type) == "scheduled" else None
-        if schedule is None:
+        if str(run_type) != "scheduled":
             return super().generate_run_id(run_type=run_type, run_after=run_after, data_interval=data_interval)
+        schedule = self.schedule_at(run_after)
+        if schedule is None:
+            # A run this version's schedules do not explain (Airflow computed it from another version of the
+            # DAG): Airflow's `scheduled__<time>` would repeat across DAGs, so the DAG is named too. Its
+            # schedule is found from the logical date when it runs (parameters_for).
+            return f"{RUN_ID_PREFIX}{run_after.isoformat()}__{dag_tag(self.dag_id)}"
         return f"{RUN_ID_PREFIX}{schedule['id']}__{run_after.replace(microsecond=0).isoformat()}"
 
     def parameters_for(
@@ -163,6 +175,13 @@ class ScheduleSetTimetable(Timetable):
                 return dict(s["parameters"])
         found = self.schedule_at(logical_date) if schedule_id is None and logical_date is not None else None
         return found["parameters"] if found else None
+
+
+def dag_tag(dag_id: str) -> str:
+    """A short token unique per DAG, for run ids."""
+    import hashlib
+
+    return "dag-" + hashlib.sha1(dag_id.encode()).hexdigest()[:8]
 
 
 def schedule_parameters(

@@ -243,13 +243,11 @@ def _quality_tasks(definition: PipelineDefinition, conn: Any, staging: str, task
     return checks_tasks
 
 
-def _schedule(schedules: list[dict[str, Any]] | None) -> Any:
-    """The pipeline's schedules as one timetable; imported only for a DAG that has schedules."""
-    if not schedules:
-        return None
+def _schedule(schedules: list[dict[str, Any]] | None, dag_id: str) -> Any:
+    """The pipeline's schedules as one timetable, also when there are none (dag_factory.timetables says why)."""
     from dag_factory.timetables import ScheduleSetTimetable
 
-    return ScheduleSetTimetable(schedules)
+    return ScheduleSetTimetable(schedules or [], dag_id)
 
 
 def build_dag(
@@ -275,7 +273,7 @@ def build_dag(
         dag_id=dag_id,
         description=(description or "")[:200] or None,
         doc_md=description,
-        schedule=_schedule(schedules),
+        schedule=_schedule(schedules, dag_id),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=o.max_active_runs,

@@ -31,6 +31,7 @@ PRESETS = {
 _MAX_STEPS = 1000  # guards the DST loop below; a real cron needs one or two
 # Airflow run ids of scheduled runs: `scheduled__<scheduleId>__<cron time ISO>` (see dag_factory.timetables).
 RUN_ID_PREFIX = "scheduled__"
+SCHEDULE_ID_PREFIX = "sch-"  # every schedule id starts with it (service.schedules)
 
 
 def schedule_id_of(run_id: str | None) -> str | None:
@@ -38,7 +39,7 @@ def schedule_id_of(run_id: str | None) -> str | None:
     if not run_id or not run_id.startswith(RUN_ID_PREFIX):
         return None
     parts = run_id[len(RUN_ID_PREFIX) :].split("__", 1)
-    return parts[0] if len(parts) == 2 and parts[0] else None
+    return parts[0] if len(parts) == 2 and parts[0].startswith(SCHEDULE_ID_PREFIX) else None
 
 
 def normalize_cron(expression: str) -> str:

@@ -601,15 +601,20 @@ def retry_set(tis: list[dict[str, Any]], table_checks: set[str]) -> list[str]:
 def reopened_in_airflow(session: Session, runs: list[dict[str, Any]]) -> list[str]:
     """Ids of finished executions whose Airflow run now says otherwise: cleared in Airflow and queued or
     running again, or even finished again (while the service was down) with another outcome."""
-    airflow_status = {r["dag_run_id"]: _RUN_STATE.get(r.get("state") or "") for r in runs}
+    # By DAG and run: run ids are unique per DAG only.
+    airflow_status = {(r.get("dag_id"), r["dag_run_id"]): _RUN_STATE.get(r.get("state") or "") for r in runs}
     if not airflow_status:
         return []
     finished = session.execute(
-        select(Execution.id, Execution.status).where(
-            Execution.id.in_(list(airflow_status)), Execution.status.in_([COMPLETED, FAILED])
+        select(Execution.id, Execution.dag_id, Execution.status).where(
+            Execution.id.in_([run_id for _, run_id in airflow_status]), Execution.status.in_([COMPLETED, FAILED])
         )
     ).all()
-    return [ex_id for ex_id, status in finished if airflow_status[ex_id] not in (None, status)]
+    return [
+        ex_id
+        for ex_id, dag_id, status in finished
+        if (dag_id, ex_id) in airflow_status and airflow_status[dag_id, ex_id] not in (None, status)
+    ]
 
 
 def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[dict[str, Any]]) -> list[str]:
@@ -626,6 +631,8 @@ def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[d
     scheduled = [r for r in runs if r.get("run_type") == "scheduled" and len(r.get("dag_run_id") or "") <= 64]
     if not scheduled:
         return []
+    # An id already taken (by this DAG's execution, or, for a run id made by Airflow alone, another DAG's: the
+    # execution id is the run id, a primary key) is not imported again.
     known = set(session.scalars(select(Execution.id).where(Execution.id.in_([r["dag_run_id"] for r in scheduled]))))
     new = [r for r in scheduled if r["dag_run_id"] not in known]
     dag_ids = {r["dag_id"] for r in new}

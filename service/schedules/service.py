@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import validate_parameters
-from dag_factory.spec.schedule import cron_error, describe, next_fire, normalize_cron, timezone_error
+from dag_factory.spec.schedule import (
+    SCHEDULE_ID_PREFIX,
+    cron_error,
+    describe,
+    next_fire,
+    normalize_cron,
+    timezone_error,
+)
 from service.auth import Principal
 from service.db import utcnow
 from service.errors import NotFound, ValidationFailed
@@ -75,7 +82,7 @@ def create(session: Session, principal: Principal, body: ScheduleIn) -> Schedule
     _validate(session, pipeline, body)
     now = utcnow()
     schedule = Schedule(
-        id="sch-" + uuid.uuid4().hex[:12],
+        id=SCHEDULE_ID_PREFIX + uuid.uuid4().hex[:12],
         tenant_id=principal.tenant_id,
         pipeline_id=pipeline.id,
         cron_expression=normalize_cron(body.cron_expression),

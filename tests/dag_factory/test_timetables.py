@@ -212,3 +212,28 @@ def test_tasks_of_a_scheduled_run_render_with_the_schedules_parameters() -> None
     task = source.prepare_for_execution()
     task.render_template_fields({"run_id": legacy, "logical_date": utc(2026, 11, 26, 6), "params": dict(defaults)})
     assert "'2026-03-01'" in str(task.where)
+
+
+def test_run_ids_are_unique_across_dags_even_when_no_schedule_explains_the_run() -> None:
+    """Airflow computes the next run from the DAG model and names it with the timetable of the DAG version it
+    holds: when that version's schedules do not explain the time, the id still names the DAG, not only the
+    time (Airflow's own `scheduled__<time>` repeats across DAGs: one staging schema, one execution id)."""
+    one, two = ScheduleSetTimetable([], "t.one"), ScheduleSetTimetable([], "t.two")
+    when = utc(2026, 11, 26, 4, 29)
+    ids = [tt.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=when, data_interval=None) for tt in (one, two)]
+    assert ids[0] != ids[1] and all(i.startswith("scheduled__2026-11-26T04:29:00+00:00__dag-") for i in ids)
+    assert all(schedule_id_of(i) is None and len(i) <= 64 for i in ids)  # found by logical date, fits the service
+    # No schedules: nothing is scheduled, and Airflow's UI says so.
+    assert (one.can_be_scheduled, one.summary) == (False, "None")
+    assert ScheduleSetTimetable.deserialize(one.serialize()) == one and one != two
+    # With a schedule that explains the time, the id names the schedule as before.
+    tt = ScheduleSetTimetable([entry("sch-a", "* * * * *")], "t.one")
+    run_id = tt.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=when, data_interval=None)
+    assert run_id == "scheduled__sch-a__2026-11-26T04:29:00+00:00" and tt.can_be_scheduled
+    assert tt.parameters_for(ids[0], when) == {} and tt.parameters_for(ids[0], when + timedelta(seconds=30)) is None
+
+
+def test_every_pipeline_dag_carries_the_timetable() -> None:
+    dag = build_dag(EXAMPLE["definition"], dag_id="t.manual", connections={"sales-database": "s", "warehouse": "w"})
+    assert isinstance(dag.timetable, ScheduleSetTimetable) and dag.timetable.dag_id == "t.manual"
+    assert not dag.timetable.schedules

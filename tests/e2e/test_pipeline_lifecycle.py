@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from dag_factory.operators.staging import staging_schema
 from service.pipelines import dagfile
 from tests.e2e import harness
 from tests.e2e.conftest import TERMINAL, create_active, example, query, run_to_end, wait_status
@@ -42,7 +43,12 @@ def test_a_failing_error_check_fails_the_run_and_a_warn_check_does_not(tenant, w
     states = {t["taskId"]: t["state"] for t in done["tasks"]}
     assert states["sinks.daily_transactions"] == "success" and states["quality.daily_transactions"] == "failed"
     assert states["cleanup_staging"] == "success"  # the teardown still dropped the staging schema
-    assert query(warehouse_db, "SELECT count(*) FROM information_schema.schemata WHERE schema_name LIKE 'stg_%%'") == [
+    schema = staging_schema(done["executionId"], failing["dagId"])  # this run's (other tests' runs may be going)
+    setup_log = tenant.get(
+        f"/v1/pipelines/executions/{done['executionId']}/logs", params={"task": "prepare_staging", "lines": 100}
+    ).json()["lines"]
+    assert any(f"staging schema {schema} ready" in line for line in setup_log), setup_log
+    assert query(warehouse_db, f"SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{schema}'") == [
         (0,)
     ]
 

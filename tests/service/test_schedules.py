@@ -3,6 +3,7 @@ the enabled schedules, the trigger endpoint, and scheduled runs recorded as exec
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -172,8 +173,10 @@ def test_scheduled_runs_become_executions(svc: Service, acme: Api, active: dict)
     svc.fake.set_run(dag_id, run_id, "success")
     assert acme.get("/v1/pipelines/executions", params={"scheduleId": sid}).json()["total"] == 1
     # A run whose id Airflow made from the DAG's previous version: its logical date names the schedule.
-    legacy = "scheduled__2026-11-27T11:00:00+00:00"
+    # A winter day of its own (the PostgreSQL database outlives a test session): 06:00 in New York is 11:00 UTC.
+    day = f"{2030 + uuid.uuid4().int % 60}-01-{10 + uuid.uuid4().int % 18}"
+    legacy = f"scheduled__{day}T11:00:00+00:00"
     svc.fake.start_scheduled_run(dag_id, legacy)
-    svc.fake.runs[(dag_id, legacy)]["logical_date"] = "2026-11-27T11:00:00Z"  # 06:00 in New York
+    svc.fake.runs[(dag_id, legacy)]["logical_date"] = f"{day}T11:00:00Z"  # 06:00 in New York
     ClearedRunsWatch(svc.app.state.sessions, svc.app.state.airflow).step()
     assert acme.execution(legacy)["scheduleId"] == sid
