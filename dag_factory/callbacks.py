@@ -79,7 +79,7 @@ async def deadline_missed(
     url: str | None = None,
     conn_id: str | None = None,
     path: str = "",
-    webhook: str | None = None,  # DAG files written before connections were possible name the URL so
+    webhook: str | None = None,  # the URL, as DAG files written before `url` and `conn_id` pass it
     context: Any = None,
     **_: Any,
 ) -> None:
