@@ -24,3 +24,7 @@ def make_database() -> Iterator[Callable[[str], str]]:
     yield make
     for name in created:
         admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# The end-to-end session fixtures live in one module, so tests/e2e and tests/security share one stack.
+pytest_plugins = ["tests.e2e.fixtures"]
