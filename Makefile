@@ -4,16 +4,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: up test install lint bench clean
+LOCK := requirements.lock
+
+.PHONY: up test install lint bench clean lock
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade uv
 
-# Reinstall whenever the dependency list changes.
-$(STAMP): pyproject.toml | $(PY)
-	$(VENV)/bin/uv pip install --python $(PY) --quiet -e '.[dev]'
+# Reinstall whenever the dependency list or its lock changes. The lock pins every package (Airflow's
+# dependencies included) to the versions CI tested; `make lock` refreshes it on purpose.
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	$(VENV)/bin/uv pip install --python $(PY) --quiet -r $(LOCK) -e '.[dev]'
 	touch $(STAMP)
+
+lock: | $(PY)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet -o $(LOCK)
 
 install: $(STAMP)
 

@@ -1,10 +1,17 @@
-"""Staged connection test: DNS → TCP connect → TLS (when asked for) → authentication → privilege probe.
+"""Staged connection test: DNS → network policy → TCP connect → TLS (when asked for) → authentication →
+privilege probe.
 
 Each stage is timed and either passes or stops the test with a `hint` a person can act on ("TCP connect to
 db:5433 refused: is the server running and is the port right?"). The whole test has one hard deadline; a
 stage that is still running when it passes is reported as the failed stage. The test runs in the calling
 process with the real credentials (never a masked value) and never puts them in a message: driver messages
 are scrubbed of the password before they are shown.
+
+A tenant names the host, so the test must not become a probe of the service's own network: every resolved
+address passes the network policy (connections.network) before any packet is sent — a refused host fails at
+the `network` stage, so open, closed and filtered ports of a refused host look the same — and later stages
+connect only to the checked addresses. What a foreign server says is not echoed back: no status code beyond
+OK / failed, no `Server` header, no banner, no redirect followed to another origin.
 
 Drivers: psycopg for the PostgreSQL family, boto3 for s3, httpx for http. No service or airflow imports.
 """
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from connections.network import NetworkDenied, NetworkPolicy, current_policy, ip_address_of
 from connections.types import SQL_TYPES, ConnectionSpec, Credentials, http_base_url, s3_endpoint
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -58,7 +66,8 @@ class StageFailed(Exception):
 class _Run:
     """The state of one test, shared between the worker thread and the caller that enforces the deadline."""
 
-    def __init__(self, timeout: float, secrets: list[str]):
+    def __init__(self, timeout: float, secrets: list[str], policy: NetworkPolicy | None = None):
+        self.policy = policy or current_policy()
         self.started = time.monotonic()
         self.deadline = self.started + timeout
         self.timeout = timeout
@@ -106,10 +115,12 @@ def check_connection(
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     credentials_label: str = "the connection's credentials",
+    policy: NetworkPolicy | None = None,
 ) -> TestResult:
     """Run the staged test within `timeout` seconds (the connection's own connectionTimeout, if smaller,
-    bounds each network wait). `credentials_label` says where the credentials come from, for hints."""
-    run = _Run(timeout, [creds.password or ""] if creds else [])
+    bounds each network wait). `credentials_label` says where the credentials come from, for hints;
+    `policy` which addresses may be reached (default: the environment's, connections.network)."""
+    run = _Run(timeout, [creds.password or ""] if creds else [], policy)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -172,11 +183,23 @@ def _dns(run: _Run, host: str, port: int) -> list[tuple[Any, ...]]:
                 f"DNS lookup of '{host}' failed ({exc.strerror}): check the host name",
             ) from None
         found.extend(infos)
-        addresses = sorted({str(info[4][0]) for info in infos})
-        return f"{host} → {', '.join(addresses[:4])}"
+        count = len({info[4][0] for info in infos})
+        return f"'{host}' resolved ({count} address{'es' if count > 1 else ''})"
 
     run.stage("dns", work)
+    run.stage("network", lambda: _allowed(run, host, port, found))
     return found
+
+
+def _allowed(run: _Run, host: str, port: int, infos: list[tuple[Any, ...]]) -> str:
+    """Every resolved address must pass the policy (a name with one refused address could be answered with
+    that one next time); refused before any connection, so the answer says nothing of the port."""
+    addresses = list(dict.fromkeys(ip_address_of(info[4][0]) for info in infos))
+    try:
+        run.policy.check(host, port, resolver=lambda _h, _p: addresses)
+    except NetworkDenied as exc:
+        raise StageFailed(str(exc), exc.hint) from None
+    return f"{host}:{port} is allowed by the network policy"
 
 
 def _tcp(run: _Run, host: str, port: int, infos: list[tuple[Any, ...]], cap: float | None) -> socket.socket:
@@ -194,7 +217,7 @@ def _tcp(run: _Run, host: str, port: int, infos: list[tuple[Any, ...]], cap: flo
                 errors.append(exc)
                 continue
             sockets.append(sock)
-            return f"connected to {address[0]}:{address[1]}"
+            return f"connected to {host}:{port}"
         first = errors[0] if errors else OSError("no address")
         where = f"{host}:{port}"
         if isinstance(first, ConnectionRefusedError):
@@ -248,13 +271,14 @@ def _postgres(run: _Run, spec: ConnectionSpec, creds: Credentials | None, label:
     cap = spec.timeout_seconds
     infos = _dns(run, spec.host, spec.port)
     sock = _tcp(run, spec.host, spec.port, infos, cap)
+    checked = str(ip_address_of(sock.getpeername()[0]))  # libpq's hostaddr: no second DNS lookup
     ssl_mode = spec.properties.get("sslMode")
     try:
         if ssl_mode in _TLS_MODES:
             run.stage("tls", lambda: _postgres_tls(run, sock, spec, ssl_mode, cap))
     finally:
         sock.close()
-    _postgres_login_and_probe(run, spec, creds, label, cap)
+    _postgres_login_and_probe(run, spec, creds, label, cap, checked)
 
 
 def _postgres_tls(run: _Run, sock: socket.socket, spec: ConnectionSpec, mode: str, cap: float | None) -> str:
@@ -277,15 +301,21 @@ def _postgres_tls(run: _Run, sock: socket.socket, spec: ConnectionSpec, mode: st
         )
     if answer != b"S":
         raise StageFailed(
-            f"unexpected answer {answer!r} to the TLS request from {where}",
+            f"unexpected answer to the TLS request from {where}",
             f"{where} did not answer like a PostgreSQL server: is the port right?",
         )
     context = _tls_context(verify=mode != "require", check_hostname=mode == "verify-full")
     return _handshake(run, sock, spec.host, spec.port, context, "properties.sslMode")
 
 
+# libpq quotes the bytes a server that is not PostgreSQL sent back: a banner, which a test must not relay.
+_NOT_POSTGRES = ("invalid response to ssl negotiation", "expected authentication request", "invalid message")
+
+
 def _server_message(exc: Exception) -> str:
     text = str(exc).strip()
+    if any(marker in text.lower() for marker in _NOT_POSTGRES):
+        return "the server did not answer like a PostgreSQL server"
     for marker in ("FATAL:  ", "FATAL: ", "ERROR:  "):
         if marker in text:
             text = text.split(marker, 1)[1]
@@ -318,7 +348,7 @@ def _login_hint(message: str, spec: ConnectionSpec, user: str, label: str) -> st
 
 
 def _postgres_login_and_probe(
-    run: _Run, spec: ConnectionSpec, creds: Credentials | None, label: str, cap: float | None
+    run: _Run, spec: ConnectionSpec, creds: Credentials | None, label: str, cap: float | None, hostaddr: str
 ) -> None:
     import psycopg
 
@@ -327,7 +357,8 @@ def _postgres_login_and_probe(
 
     def login() -> str:
         kwargs: dict[str, Any] = {
-            "host": spec.host,
+            "host": spec.host,  # still the name: TLS verify-full checks the certificate against it
+            "hostaddr": hostaddr,
             "port": spec.port,
             "dbname": spec.database,
             "user": user,
@@ -409,9 +440,11 @@ def _s3_client(run: _Run, spec: ConnectionSpec, creds: Credentials | None, endpo
     import boto3
     from botocore.config import Config
 
+    from connections.pinned import enforce_on_boto_client
+
     wait = run.remaining(cap)
     config = Config(connect_timeout=wait, read_timeout=wait, retries={"max_attempts": 1})
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3",
         region_name=spec.properties.get("region", "us-east-1"),
         endpoint_url=spec.properties.get("endpointUrl") or endpoint,
@@ -420,27 +453,27 @@ def _s3_client(run: _Run, spec: ConnectionSpec, creds: Credentials | None, endpo
         verify=spec.properties.get("verifyTls", True),
         config=config,
     )
+    # Its requests go through the policy's client: botocore would resolve the endpoint again.
+    return enforce_on_boto_client(client, run.policy, verify=spec.properties.get("verifyTls", True), timeout=wait)
 
 
-def _s3_error(exc: Exception) -> tuple[str, str]:
+def _s3_error(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", type(exc).__name__))
-    status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return code, status
+    return str(response.get("Error", {}).get("Code", type(exc).__name__))
 
 
 def _s3_head_bucket(client: Any, bucket: str, endpoint: str, label: str, run: _Run) -> str:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
-        response = client.head_bucket(Bucket=bucket)
+        client.head_bucket(Bucket=bucket)
     except NoCredentialsError:
         raise StageFailed("no credentials", f"no access key is set for this connection: check {label}") from None
     except ClientError as exc:
-        code, status = _s3_error(exc)
+        code = _s3_error(exc)
         if code in ("404", "NoSuchBucket"):
             raise StageFailed(
-                f"bucket '{bucket}' not found (HTTP 404)",
+                f"bucket '{bucket}' not found",
                 f"bucket '{bucket}' does not exist at {endpoint}: check properties.bucket and properties.region",
             ) from None
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"):
@@ -450,21 +483,20 @@ def _s3_head_bucket(client: Any, bucket: str, endpoint: str, label: str, run: _R
             ) from None
         if code in ("403", "AccessDenied"):
             raise StageFailed(
-                f"access to bucket '{bucket}' denied (HTTP 403)",
+                f"access to bucket '{bucket}' denied",
                 f"access to bucket '{bucket}' was denied: check {label} and that the key may use the bucket "
                 "(s3:ListBucket)",
             ) from None
         if code == "301" or code == "PermanentRedirect":
             raise StageFailed(
-                f"bucket '{bucket}' is in another region (HTTP 301)",
+                f"bucket '{bucket}' is in another region",
                 f"bucket '{bucket}' lives in another region: set properties.region to the bucket's region",
             ) from None
-        raise StageFailed(f"HEAD bucket answered {code} (HTTP {status})", f"S3 refused: {code}") from None
+        # Another server's own code and status are not relayed: only that it did not answer OK.
+        raise StageFailed(f"HEAD bucket '{bucket}' failed", "the endpoint refused the request: is it S3?") from None
     except BotoCoreError as exc:
         message = run.scrub(str(exc))
         raise StageFailed(message, f"S3 request to {endpoint} failed: {message}") from None
-    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
-    run.version = headers.get("server") or None
     return f"bucket '{bucket}' reachable with the given key"
 
 
@@ -473,11 +505,10 @@ def _s3_list(client: Any, bucket: str, prefix: str, run: _Run) -> str:
 
     try:
         response = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1000)
-    except ClientError as exc:
-        code, status = _s3_error(exc)
+    except ClientError:
         where = f"s3://{bucket}/{prefix}"
         raise StageFailed(
-            f"listing {where} answered {code} (HTTP {status})",
+            f"listing {where} failed",
             f"the key may reach bucket '{bucket}' but not list {where}: grant s3:ListBucket on it",
         ) from None
     except BotoCoreError as exc:
@@ -490,9 +521,10 @@ def _s3_list(client: Any, bucket: str, prefix: str, run: _Run) -> str:
 
 
 # -- HTTP ------------------------------------------------------------------------------------------------
-def _http(run: _Run, spec: ConnectionSpec, creds: Credentials | None, label: str) -> None:
-    import httpx
+_MAX_REDIRECTS = 5
 
+
+def _http(run: _Run, spec: ConnectionSpec, creds: Credentials | None, label: str) -> None:
     props = spec.properties
     cap = spec.timeout_seconds
     infos = _dns(run, spec.host, spec.port)
@@ -506,38 +538,61 @@ def _http(run: _Run, spec: ConnectionSpec, creds: Credentials | None, label: str
     finally:
         sock.close()
     url = http_base_url(spec) + props.get("healthPath", "/")
-    responses: list[httpx.Response] = []
+    statuses: list[int] = []
+    run.stage("authentication", lambda: _http_login(run, spec, creds, label, url, statuses))
+    run.stage("privilege", lambda: _http_health(run, url, statuses[0]))
 
-    def request() -> str:
-        auth = (creds.username, creds.password or "") if creds else None
-        try:
-            with httpx.Client(timeout=run.remaining(cap), verify=verify, follow_redirects=True) as client:
-                responses.append(client.get(url, headers=props.get("headers", {}), auth=auth))
-        except httpx.HTTPError as exc:
-            message = f"GET {url} failed: {type(exc).__name__}"
-            raise StageFailed(message, f"{message}: is the server speaking {props['scheme']} on this port?") from None
-        status = responses[0].status_code
-        if status in (401, 403):
-            what = (
-                f"check {label}" if creds else "the endpoint wants credentials: set credentialSecretRef or credentials"
+
+def _http_login(
+    run: _Run, spec: ConnectionSpec, creds: Credentials | None, label: str, url: str, statuses: list[int]
+) -> str:
+    """GET the health path with the credentials; a redirect is followed only on the same origin."""
+    import httpx
+
+    from connections.pinned import policy_client
+
+    props = spec.properties
+    auth = (creds.username, creds.password or "") if creds else None
+    try:
+        with policy_client(
+            run.policy, verify=props.get("verifyTls", True), timeout=run.remaining(spec.timeout_seconds)
+        ) as client:
+            status = _get_same_origin(client, url, props.get("headers", {}), auth)
+    except httpx.HTTPError as exc:
+        message = f"GET {url} failed: {type(exc).__name__}"
+        raise StageFailed(message, f"{message}: is the server speaking {props['scheme']} on this port?") from None
+    statuses.append(status)
+    if status in (401, 403):
+        what = f"check {label}" if creds else "the endpoint wants credentials: set credentialSecretRef or credentials"
+        raise StageFailed(f"GET {url} was refused", f"the endpoint refused the request: {what}")
+    return "answered" + (" with the given credentials" if creds else " without credentials")
+
+
+def _get_same_origin(client: Any, url: str, headers: dict[str, str], auth: Any) -> int:
+    """The status of GET url; same-origin redirects followed (at most 5), any other one refused: the
+    credentials must not go elsewhere, and a redirect must not reach what the policy protects."""
+    for _ in range(_MAX_REDIRECTS + 1):
+        response = client.get(url, headers=headers, auth=auth)
+        if not response.is_redirect:
+            return int(response.status_code)
+        target = response.next_request.url if response.next_request else None
+        if target is None or (target.scheme, target.netloc) != (response.url.scheme, response.url.netloc):
+            raise StageFailed(
+                f"GET {url} redirected to another origin: not followed",
+                "the health path redirects to another host or port, which the test does not follow: "
+                "point properties.healthPath (or the URL) at the final address",
             )
-            raise StageFailed(f"GET {url} answered HTTP {status}", f"GET {url} answered HTTP {status}: {what}")
-        return f"HTTP {status}" + (" with the given credentials" if creds else " without credentials")
+        url = str(target)
+    raise StageFailed(f"GET {url}: too many redirects", "the health path redirects in a loop")
 
-    run.stage("authentication", request)
 
-    def probe() -> str:
-        response = responses[0]
-        run.version = response.headers.get("server")
-        run.details = {"url": url, "status": response.status_code}
-        if response.status_code >= 400:
-            hint = f"GET {url} answered HTTP {response.status_code}: " + (
-                "check properties.healthPath" if response.status_code == 404 else "the server is up but unhealthy"
-            )
-            raise StageFailed(f"GET {url} answered HTTP {response.status_code}", hint)
-        return f"GET {props.get('healthPath', '/')} → HTTP {response.status_code}"
-
-    run.stage("privilege", probe)
+def _http_health(run: _Run, url: str, status: int) -> str:
+    """OK or not: a foreign server's status code, headers and body are not relayed."""
+    run.details = {"url": url}
+    if status >= 400:
+        hint = f"GET {url} did not answer OK: check properties.healthPath, and that the server is healthy"
+        raise StageFailed(f"GET {url} did not answer OK", hint)
+    return f"GET {url} answered OK"
 
 
 _STAGES: dict[str, Callable[[_Run, ConnectionSpec, Credentials | None, str], None]] = {

@@ -9,8 +9,10 @@ connection.
 - `s3`: a bucket (and prefix) behind AWS S3 or any S3-compatible endpoint; Airflow conn_type `aws`.
 - `http`: an HTTP(S) API (host or URL, a health path, plain headers); Airflow conn_type `http`.
 
-Credentials never live in a URL, a property or a header: they come from `credentialSecretRef` or inline
-`credentials` (for s3: access key id / secret access key; for http: basic auth).
+Credentials never live in a URL or a property: they come from `credentialSecretRef` or inline `credentials`
+(for s3: access key id / secret access key; for http: basic auth). Every header VALUE of an http connection is
+treated as a secret too (a token can hide under any name: X-Vault-Token, Private-Token, …): the service stores
+it encrypted and shows only the header names (service/connections).
 """
 
 from __future__ import annotations
@@ -19,18 +21,41 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONNECTION_TYPES = ("postgres", "jdbc", "sql", "s3", "http")
 SQL_TYPES = ("postgres", "jdbc", "sql")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # Headers that carry credentials: properties are returned by the API, so these belong in the secret.
 SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-_HOST = re.compile(r"^[A-Za-z0-9._:-]{1,255}$")
+# Always fullmatch: `$` also matches before a final newline, so "Authorization\n" would pass a match().
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
+_HOST = re.compile(r"[A-Za-z0-9._:-]{1,255}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A header value: visible ASCII/Unicode, spaces and tabs (RFC 9110 field-value); no NUL, no line break.
+_HEADER_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_HEADERS = 20
+# Headers are stored in the Airflow connection's extra, where the http provider reads these names as options:
+# a tenant's `proxies`, `srv_lookup` or `allow_redirects` would steer where the workers connect.
+HTTP_HOOK_OPTIONS = {
+    "stream", "cert", "proxies", "proxy", "timeout", "verify", "verify_ssl", "allow_redirects", "max_redirects",
+    "trust_env", "check_response", "srv_lookup",
+}  # fmt: skip
+MAX_HEADER_VALUE = 4096
+
+
+def no_control_characters(value: str) -> str:
+    """NUL and other control characters end up truncating or splitting a value somewhere downstream (libpq, a
+    log line, an HTTP request): refused in every single-line field."""
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (NUL, line breaks, …)")
+    return value
+
+
+PlainStr = Annotated[str, AfterValidator(no_control_characters)]
 
 
 class _Props(BaseModel):
@@ -40,7 +65,7 @@ class _Props(BaseModel):
 class PostgresProperties(_Props):
     sslMode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
     connectionTimeout: int | None = Field(default=None, ge=1, le=600_000, description="milliseconds")
-    applicationName: str | None = Field(default=None, max_length=64)
+    applicationName: PlainStr | None = Field(default=None, max_length=64)
 
 
 def _http_url(value: str | None) -> str | None:
@@ -56,9 +81,9 @@ def _http_url(value: str | None) -> str | None:
 
 class S3Properties(_Props):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-    prefix: str = Field(default="", max_length=1024)
+    prefix: PlainStr = Field(default="", max_length=1024)
     region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
-    endpointUrl: str | None = Field(default=None, max_length=500, description="S3-compatible endpoint")
+    endpointUrl: PlainStr | None = Field(default=None, max_length=500, description="S3-compatible endpoint")
     verifyTls: bool = True
     connectionTimeout: int | None = Field(default=None, ge=1, le=600_000, description="milliseconds")
 
@@ -67,9 +92,9 @@ class S3Properties(_Props):
 
 class HttpProperties(_Props):
     scheme: Literal["http", "https"] = "https"
-    basePath: str = Field(default="", max_length=250, pattern=r"^(/[^\s?#]*)?$")
-    healthPath: str = Field(default="/", max_length=500, pattern=r"^/[^\s#]*$")
-    headers: dict[str, str] = Field(default_factory=dict)
+    basePath: PlainStr = Field(default="", max_length=250, pattern=r"^(/[^\s?#]*)?$")
+    healthPath: PlainStr = Field(default="/", max_length=500, pattern=r"^/[^\s#]*$")
+    headers: dict[str, str] = Field(default_factory=dict, max_length=MAX_HEADERS)
     verifyTls: bool = True
     connectionTimeout: int | None = Field(default=None, ge=1, le=600_000, description="milliseconds")
 
@@ -77,12 +102,16 @@ class HttpProperties(_Props):
     @classmethod
     def _plain_headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, header_value in value.items():
-            if not _HEADER_NAME.match(name):
-                raise ValueError(f"'{name}' is not a valid header name")
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name[:100]!r} is not a valid header name")
             if name.lower() in SENSITIVE_HEADERS:
                 raise ValueError(f"'{name}' carries credentials: put them in credentialSecretRef or credentials")
-            if "\n" in header_value or "\r" in header_value:
-                raise ValueError(f"the value of '{name}' contains a line break")
+            if name.lower() in HTTP_HOOK_OPTIONS:
+                raise ValueError(f"'{name}' is an option of Airflow's http connection, not a header: refused")
+            if _HEADER_VALUE_CONTROL.search(header_value):
+                raise ValueError(f"the value of '{name}' contains a control character (NUL, line break, …)")
+            if len(header_value) > MAX_HEADER_VALUE:
+                raise ValueError(f"the value of '{name}' is longer than {MAX_HEADER_VALUE} characters")
         return value
 
 
@@ -240,7 +269,9 @@ def _sql_spec(
     assert host is not None and database is not None
     if len(database) > 255:
         raise InvalidConnection([{"path": "url" if url else "database", "message": "at most 255 characters"}])
-    if not _HOST.match(host):
+    if _CONTROL.search(database):
+        raise InvalidConnection([{"path": "url" if url else "database", "message": "control characters"}])
+    if not _HOST.fullmatch(host):
         raise InvalidConnection([{"path": "host", "message": "not a host name or address"}])
     return ConnectionSpec(type=type_, host=host, port=port or 5432, database=database, properties=props)
 
@@ -289,7 +320,7 @@ def _http_spec(
         props = {**props, "scheme": parts.scheme, "basePath": parts.path.rstrip("/")}
     if not host:
         raise InvalidConnection([{"path": "host", "message": "required (or url)"}])
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         raise InvalidConnection([{"path": "host", "message": "not a host name or address"}])
     port = port or (443 if props["scheme"] == "https" else 80)
     return ConnectionSpec(type="http", host=host, port=port, database=props.get("basePath") or "/", properties=props)

@@ -3,6 +3,10 @@ webhook (a URL, or an Airflow http connection: its URL, headers and basic auth) 
 times only: never connection details, parameters' values or SQL. A failed delivery is logged by the type of
 its error only (a message could quote the URL, and a webhook URL may carry a token).
 
+Deliveries obey the network policy (connections.network): the address is checked when the connection is
+opened (so a webhook can never be Airflow's or the service's own API, nor a metadata address), and no
+redirect is followed. A refused delivery is logged like any other failed one.
+
 Airflow runs a DAG's on_failure_callback in the dag-processor (synchronously) and Deadline Alert callbacks
 in the triggerer (awaited), hence one class for the first and a coroutine for the second.
 """
@@ -12,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk.bases.notifier import BaseNotifier
+
+from connections.pinned import policy_client
 
 log = logging.getLogger(__name__)
 TIMEOUT = 10.0
@@ -41,6 +48,22 @@ def failure_summary(context: Any) -> dict[str, Any]:
     }
 
 
+def _post_to_connection(summary: dict[str, Any], conn_id: str, path: str) -> None:
+    """POST through the connection's session (its base URL, headers and auth), which obeys the policy."""
+    from dag_factory.hooks.http_api import session_for
+
+    session, base_url, options = session_for(conn_id)
+    with session:
+        url = base_url.rstrip("/") + "/" + path.lstrip("/") if path else base_url
+        if (urlsplit(url).scheme, urlsplit(url).netloc) != (urlsplit(base_url).scheme, urlsplit(base_url).netloc):
+            raise ValueError("the path leaves the connection's host")
+        options["timeout"] = TIMEOUT
+        response = session.post(url, json=summary, allow_redirects=False, **options)
+        response.raise_for_status()
+        if response.is_redirect:  # a redirect is not a delivery, and is not followed
+            raise ValueError("redirected: not followed")
+
+
 def post_summary(
     summary: dict[str, Any], *, url: str | None = None, conn_id: str | None = None, path: str = ""
 ) -> None:
@@ -49,12 +72,12 @@ def post_summary(
     what = "SLA" if summary.get("event") == "pipeline_sla_missed" else "failure"
     try:
         if conn_id:
-            from airflow.providers.http.hooks.http import HttpHook
-
-            hook = HttpHook(method="POST", http_conn_id=conn_id)
-            hook.run(endpoint=path or None, json=summary, extra_options={"timeout": TIMEOUT})
+            _post_to_connection(summary, conn_id, path)
         elif url:
-            httpx.post(url, json=summary, timeout=TIMEOUT).raise_for_status()
+            with policy_client(timeout=TIMEOUT) as client:
+                response = client.post(url, json=summary)
+            if not response.is_success:  # a redirect is not a delivery
+                raise httpx.HTTPStatusError("not delivered", request=response.request, response=response)
     except Exception as exc:  # noqa: BLE001 - any failure to deliver is only logged
         log.warning("%s webhook for %s not delivered: %s", what, summary.get("dag_id"), type(exc).__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Header, Request
@@ -32,43 +32,68 @@ def mint_token(secret: str, *, tenant: str, roles: list[str], subject: str = "lo
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)} (allowed: {', '.join(ROLES)})")
-    if not TENANT_PATTERN.match(tenant):
+    if not TENANT_PATTERN.fullmatch(tenant):
         raise ValueError("tenant must be 1-64 characters: letters, digits, '-' or '_'")
     now = int(time.time())
     claims = {"sub": subject, "tenant_id": tenant, "roles": roles, "iat": now, "exp": now + ttl}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def _decode(secret: str, token: str) -> tuple[Principal, int]:
+# The claims a token must carry; `aud` is checked only where an audience is configured (PIPELINE_JWT_AUDIENCE),
+# otherwise an issuer's harmless `aud` must not make a valid token fail.
+REQUIRED_CLAIMS = ["exp", "sub", "tenant_id", "roles"]
+NUMERIC_CLAIMS = ("exp", "nbf", "iat")
+LEEWAY_SECONDS = 5  # clock skew between the token's issuer and this service
+_SIGNATURE_ONLY: Any = {f"verify_{c}": False for c in ("exp", "nbf", "iat", "aud", "iss", "sub", "jti")}
+
+
+def _decode(secret: str, token: str, audience: str | None = None) -> tuple[Principal, int]:
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
+        # First the signature alone, so that the claims' types are judged before PyJWT reads them with int().
+        _check_claim_types(jwt.decode(token, secret, algorithms=["HS256"], options=_SIGNATURE_ONLY))
+        options = {"require": REQUIRED_CLAIMS, "verify_aud": audience is not None, "strict_aud": False}
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], audience=audience, leeway=LEEWAY_SECONDS, options=options
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token has expired") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"invalid token: {exc}") from None
     tenant, roles = claims.get("tenant_id"), claims.get("roles")
-    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
         raise Unauthorized("invalid token: claim 'tenant_id' is missing or malformed")
     if not isinstance(roles, list) or not roles or not set(roles) <= set(ROLES):
         raise Unauthorized(f"invalid token: claim 'roles' must be a non-empty subset of {list(ROLES)}")
-    return Principal(subject=str(claims["sub"]), tenant_id=tenant, roles=frozenset(roles)), int(claims["exp"])
+    return Principal(subject=claims["sub"], tenant_id=tenant, roles=frozenset(roles)), int(claims["exp"])
+
+
+def _check_claim_types(claims: dict[str, Any]) -> None:
+    """PyJWT reads the time claims through int(), so "9999999999" (a string) would pass: RFC 7519 says
+    NumericDate, a JSON number. `sub` must be a non-empty string (the principal's name in audit fields)."""
+    for name in NUMERIC_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise Unauthorized(f"invalid token: claim '{name}' must be a number (seconds since the epoch)")
+    if "sub" in claims and (not isinstance(claims["sub"], str) or not claims["sub"]):
+        raise Unauthorized("invalid token: claim 'sub' must be a non-empty string")
 
 
 # Verified tokens until they expire: a client polling a status sends the same token many times a second, and
 # verifying it is a tenth of such a request's cost. Keyed by secret too (several apps may share a process).
-_VERIFIED: dict[tuple[str, str], tuple[Principal, int]] = {}
+_VERIFIED: dict[tuple[str, str, str | None], tuple[Principal, int]] = {}
 _VERIFIED_MAX = 10_000
 
 
-def verify_token(secret: str, token: str) -> Principal:
+def verify_token(secret: str, token: str, audience: str | None = None) -> Principal:
     """The principal of a bearer token; Unauthorized when it is invalid or expired."""
-    hit = _VERIFIED.get((secret, token))
+    key = (secret, token, audience)
+    hit = _VERIFIED.get(key)
     if hit is not None and hit[1] > time.time():
         return hit[0]
-    principal, exp = _decode(secret, token)
+    principal, exp = _decode(secret, token, audience)
     if len(_VERIFIED) >= _VERIFIED_MAX:
         _VERIFIED.clear()
-    _VERIFIED[(secret, token)] = (principal, exp)
+    _VERIFIED[key] = (principal, exp)
     return principal
 
 
@@ -79,7 +104,7 @@ async def current_principal(
 ) -> Principal:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("missing bearer token in the Authorization header")
-    principal = verify_token(request.app.state.jwt_secret, authorization[7:].strip())
+    principal = verify_token(request.app.state.jwt_secret, authorization[7:].strip(), request.app.state.jwt_audience)
     if not x_tenant_id:
         raise ValidationFailed("missing X-Tenant-ID header", details=[{"path": "X-Tenant-ID", "message": "required"}])
     if x_tenant_id != principal.tenant_id:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from connections.network import LOOPBACK_NETWORKS
 from service.auth import ROLES, mint_token
 from service.config import Settings
 
@@ -24,19 +25,24 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _secret_put(args: argparse.Namespace) -> int:
-    """Store JSON {"username", "password"} read from stdin under `ref` in the configured backend."""
-    from service.secrets import REF_PATTERN, make_backend, parse_credentials
+    """Store JSON {"username", "password"} read from stdin under (tenant, ref) in the configured backend.
+
+    The tenant is required: a ref resolves only for the tenant it was stored for (service/secrets.py)."""
+    from service.errors import ValidationFailed
+    from service.secrets import check_names, make_backend, parse_credentials
 
     settings = Settings()
-    if not REF_PATTERN.match(args.ref):
-        print(f"error: '{args.ref}' is not a valid secret ref (letters, digits, '_', '.', '-')", file=sys.stderr)
+    try:
+        check_names(args.tenant, args.ref)
+    except ValidationFailed as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     backend = make_backend(settings)
     put = getattr(backend, "put", None)
     if put is None:
         print(
-            f"error: PIPELINE_SECRETS_BACKEND is '{settings.secrets_backend}': set {backend.where(args.ref)} instead "
-            "(or use PIPELINE_SECRETS_BACKEND=file or aws)",
+            f"error: PIPELINE_SECRETS_BACKEND is '{settings.secrets_backend}': set "
+            f"{backend.where(args.tenant, args.ref)} instead (or use PIPELINE_SECRETS_BACKEND=file or aws)",
             file=sys.stderr,
         )
         return 2
@@ -45,8 +51,8 @@ def _secret_put(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: stdin {exc}", file=sys.stderr)  # the value itself is never echoed
         return 2
-    put(args.ref, creds)
-    print(f"stored secret '{args.ref}' ({backend.name} backend)")
+    put(args.tenant, args.ref, creds)
+    print(f"stored secret '{args.ref}' of tenant '{args.tenant}' ({backend.name} backend)")
     return 0
 
 
@@ -64,7 +70,16 @@ def _up(args: argparse.Namespace) -> int:
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    stack = AirflowStack(settings.airflow_home, settings.airflow_port, settings.dags_dir, args.airflow_database_url)
+    if not settings.allowed_networks:  # the local tour's databases are on this machine
+        settings.allowed_networks = LOOPBACK_NETWORKS
+    stack = AirflowStack(
+        settings.airflow_home,
+        settings.airflow_port,
+        settings.dags_dir,
+        args.airflow_database_url,
+        allowed_networks=settings.allowed_networks,
+        denied_endpoints=(f"{settings.host}:{settings.port}", *filter(None, settings.denied_endpoints.split(","))),
+    )
     ensure_sentinel(settings.dags_dir)  # before Airflow starts, so its first scan sees it
     print(f"initialising Airflow's database in {settings.airflow_home} ...", flush=True)
     stack.migrate()
@@ -80,6 +95,9 @@ def _up(args: argparse.Namespace) -> int:
             f"  Admin token for tenant '{args.tenant}' (24 h):\n\n"
             f"    export TOKEN={token}\n"
             f"    export TENANT={args.tenant}\n\n"
+            f"  Network policy: connections may reach public addresses and {settings.allowed_networks}\n"
+            "  (PIPELINE_ALLOWED_NETWORKS; make up allows loopback for the local tour), never the service's or\n"
+            "  Airflow's own ports, link-local / metadata or multicast addresses.\n\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -111,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     secret = sub.add_parser("secret", help="manage credentialSecretRef secrets (file or aws backend)")
     secret_sub = secret.add_subparsers(dest="secret_command", required=True)
     put = secret_sub.add_parser("put", help='store JSON {"username": ..., "password": ...} read from stdin')
-    put.add_argument("ref", help="the credentialSecretRef connections will use")
+    put.add_argument("--tenant", required=True, help="the tenant whose connections may use the secret")
+    put.add_argument("ref", help="the credentialSecretRef the tenant's connections will use")
     args = parser.parse_args(argv)
     if args.command == "secret":
         return _secret_put(args)

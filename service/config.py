@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     jwt_secret: str | None = None
+    # When set, a token must carry this `aud`; unset, `aud` is not checked (README, API).
+    jwt_audience: str | None = None
     encryption_key: str | None = None
     dags_dir: Path = REPO_ROOT / "dags"
     airflow_url: str | None = None
@@ -59,6 +61,10 @@ class Settings(BaseSettings):
     secrets_aws_prefix: str = ""
     # Hard limit of POST /v1/pipelines/connections/{id}/test.
     connection_test_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # The network policy (connections/network.py): private or loopback CIDRs tenants may reach (default
+    # none), and host:port endpoints they never may (the service's own and Airflow's are added to them).
+    allowed_networks: str = ""
+    denied_endpoints: str = ""
 
     def model_post_init(self, __context: object) -> None:
         self.data_dir = self.data_dir.resolve()

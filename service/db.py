@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import JSON, DateTime, Select, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from service.errors import ValidationFailed
+
 log = logging.getLogger(__name__)
+
+# Connections per process, and how many requests may hold a session (a connection) at once; the rest is for
+# the background workers and the event streams. A request of a sync route keeps its connection while it waits
+# for a thread to validate its response; without this bound, under load every thread of the pool waited for
+# a connection held by a request waiting for a thread, until the pool's 30 s timeout: 500s, a deadlock
+# (fastapi/fastapi#3205, #12066; found by bench/load.py).
+POOL_SIZE, POOL_OVERFLOW = 10, 30
+REQUEST_SESSIONS = 30
 
 
 def utcnow() -> datetime:
@@ -48,7 +59,8 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW} if path and path != ":memory:" else {}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -58,7 +70,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def migrate(url: str) -> None:
@@ -107,9 +119,32 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with session_scope(request.app.state.sessions) as session:
-        yield session
+@asynccontextmanager
+async def session_slot(request: Request) -> AsyncIterator[None]:
+    """One of the REQUEST_SESSIONS places of requests that hold a session, waited for without a thread."""
+    state = request.app.state
+    if getattr(state, "session_slots", None) is None:  # made in the serving event loop, on first use
+        state.session_slots = anyio.Semaphore(REQUEST_SESSIONS)
+    async with state.session_slots:
+        yield
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session: committed when the route succeeds, rolled back otherwise (the database calls in
+    a worker thread; shielded, so a client that goes away cannot leave the transaction open)."""
+    async with session_slot(request):
+        session = request.app.state.sessions()
+        try:
+            yield session
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.commit)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.rollback)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close)
 
 
 # scope="function": the commit happens before the response is sent. With the default scope FastAPI sends
@@ -117,7 +152,13 @@ def get_session(request: Request) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
+# Beyond this an OFFSET overflows the database's integer (a 500); no real listing is anywhere near it.
+MAX_OFFSET = 2**31 - 1
+
+
 def page(session: Session, stmt: Select[Any], *, offset: int, limit: int) -> tuple[Sequence[Any], int]:
     """One page of `stmt` (already ordered) and the total number of its rows: two queries, both in SQL."""
+    if not 0 <= offset <= MAX_OFFSET or not 0 < limit <= MAX_OFFSET:
+        raise ValidationFailed("page: out of range", details=[{"path": "page", "message": "out of range"}])
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     return session.scalars(stmt.offset(offset).limit(limit)).all(), total

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -67,6 +69,18 @@ class UpstreamError(ServiceError):
     code = "airflow_error"
 
 
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable, machine-readable: validation_error, not_found, conflict, ...")
+    message: str
+    details: Any = Field(default=None, description="e.g. [{path, message}] naming the offending fields")
+
+
+class ErrorResponse(BaseModel):
+    """What every error answer looks like; the OpenAPI document references it for each error status."""
+
+    error: ErrorBody
+
+
 def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -101,6 +115,11 @@ def install_error_handlers(app: FastAPI) -> None:
     def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
         # Two requests raced for the same unique name: the loser gets what a sequential request would.
         return JSONResponse(status_code=409, content=_body("conflict", "conflicts with an existing resource"))
+
+    @app.exception_handler(httpx.InvalidURL)
+    def _invalid_url(_: Request, exc: httpx.InvalidURL) -> JSONResponse:
+        # Client input (an id, a host) that cannot form a URL: the client's mistake, never a 500.
+        return JSONResponse(status_code=400, content=_body("validation_error", "not a valid URL", str(exc)[:200]))
 
     @app.exception_handler(Exception)
     def _unexpected(_: Request, exc: Exception) -> JSONResponse:

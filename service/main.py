@@ -19,6 +19,7 @@ from service.db import make_engine, migrate
 from service.errors import ServiceError, install_error_handlers
 from service.executions.fastpath import StatusFastPath
 from service.executions.router import router as executions_router
+from service.openapi import install_openapi
 from service.pipelines import dagfile
 from service.pipelines.publisher import Publisher
 from service.pipelines.router import router as pipelines_router
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     app.state.jwt_secret = settings.resolved_jwt_secret()
+    app.state.jwt_audience = settings.jwt_audience
     app.state.vault = Vault(settings.resolved_encryption_key())
     app.state.secrets = make_secrets_backend(settings)
     app.state.airflow = AirflowClient(
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.wake_workers = wake_workers
     app.state.publisher.on_published = wake_workers
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(StatusFastPath)
     # Fixed paths first: /v1/pipelines/{pipelineId} would otherwise swallow /v1/pipelines/connections.
     app.include_router(connections_router)

@@ -2,9 +2,18 @@
 
 from service.connections.models import Connection
 from service.db import Base
-from service.executions.models import Execution
+from service.executions.models import AdmissionLock, Execution
 from service.pipelines.models import Pipeline, PipelineVersion
 from service.schedules.models import Schedule
 from service.templates.models import TenantTemplate
 
-__all__ = ["Base", "Connection", "Execution", "Pipeline", "PipelineVersion", "Schedule", "TenantTemplate"]
+__all__ = [
+    "AdmissionLock",
+    "Base",
+    "Connection",
+    "Execution",
+    "Pipeline",
+    "PipelineVersion",
+    "Schedule",
+    "TenantTemplate",
+]

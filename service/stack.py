@@ -31,13 +31,38 @@ def _persisted(path: Path, make) -> str:  # type: ignore[no-untyped-def]
 
 
 class AirflowStack:
-    def __init__(self, home: Path, port: int, dags_dir: Path, database_url: str | None = None):
+    def __init__(
+        self,
+        home: Path,
+        port: int,
+        dags_dir: Path,
+        database_url: str | None = None,
+        *,
+        allowed_networks: str | None = None,
+        denied_endpoints: tuple[str, ...] = (),
+    ):
+        """`allowed_networks` / `denied_endpoints`: the network policy of the tasks and callbacks (see
+        connections/network.py); the api-server and the log servers are always added to the denied ones."""
         self.home = Path(home).resolve()
         self.port = port
         self.dags_dir = Path(dags_dir).resolve()
         self.database_url = database_url or f"sqlite:///{self.home / 'airflow.db'}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = f"http://127.0.0.1:{port}"
+        self.allowed_networks = allowed_networks
+        self.denied_endpoints = denied_endpoints
+
+    def network_policy_env(self) -> dict[str, str]:
+        """PIPELINE_ALLOWED_NETWORKS and PIPELINE_DENIED_ENDPOINTS for the Airflow processes: what the
+        environment says, plus this stack's own endpoints (its api-server, the workers' and triggerer's log
+        servers) and the caller's (the service), which no task may call."""
+        allowed = self.allowed_networks
+        if allowed is None:
+            allowed = os.environ.get("PIPELINE_ALLOWED_NETWORKS", "")
+        own = [f"127.0.0.1:{self.port}", "*:8793", "*:8794", *self.denied_endpoints]
+        configured = os.environ.get("PIPELINE_DENIED_ENDPOINTS", "")
+        denied = ",".join(e for e in [configured, *own] if e)
+        return {"PIPELINE_ALLOWED_NETWORKS": allowed, "PIPELINE_DENIED_ENDPOINTS": denied}
 
     @property
     def file_root(self) -> Path:
@@ -84,6 +109,7 @@ class AirflowStack:
             "TQDM_DISABLE": "1",
             # Where file sources and sinks may read and write (see dag_factory.hooks.objects.file_root).
             "PIPELINE_FILE_ROOT": str(self.file_root),
+            **self.network_policy_env(),
             **self._secrets(),
         }
         return env

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.pg import admin
+
+# The suite's servers (PostgreSQL, moto, small HTTP APIs) listen on loopback, which the network policy
+# (connections.network) refuses unless allowed: allowed here as `make up` and the e2e harness allow it.
+os.environ.setdefault("PIPELINE_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 
 
 @pytest.fixture(scope="session")

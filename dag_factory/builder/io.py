@@ -25,7 +25,7 @@ def _file_source(name: str, src: FileSource, conn: Callable[[str], str], staging
         glob=src.glob,
         format=src.format,
         delimiter=src.delimiter,
-        doc_md=f"Stage {src.format} files `{src.path}/{src.glob}` under the file root.",
+        doc_md=f"Stage {src.format} files `{src.path}/{src.glob}` under the tenant's file root.",
         **args,
     )
 
@@ -68,7 +68,9 @@ def _http_source(name: str, src: HttpSource, conn: Callable[[str], str], staging
 
 def _object_sink(name: str, sink: FileSink | S3Sink, conn: Callable[[str], str], staging: str, args: dict) -> Any:
     s3 = isinstance(sink, S3Sink)
-    where = f"s3://{sink.bucket}/{sink.prefix}" if isinstance(sink, S3Sink) else f"{sink.path} under the file root"
+    where = (
+        f"s3://{sink.bucket}/{sink.prefix}" if isinstance(sink, S3Sink) else f"{sink.path} under the tenant's file root"
+    )
     parts = f", partitioned by {', '.join(sink.partition_by)}" if sink.partition_by else ""
     return WriteObjectsOperator(
         task_id=f"sinks.{name}",

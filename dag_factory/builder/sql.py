@@ -2,7 +2,8 @@
 
 Each function returns one SELECT over earlier datasets (tables of the run's staging schema, found through
 the search_path the SqlTransformOperator sets). Identifiers are quoted; values never appear in it except
-through Jinja (`{{ params.x }}`) in user-written predicates, rendered by Airflow.
+through Jinja (`{{ params.x }}`) in user-written predicates, rendered on the worker with the restricted
+environment of dag_factory.spec.templating.
 """
 
 from __future__ import annotations

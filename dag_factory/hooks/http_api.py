@@ -2,7 +2,9 @@
 
 The requests session comes from the http provider's HttpHook (base URL, basic auth and headers of the Airflow
 connection); the pagination walk itself only needs a session, so it is testable against any local server.
-Next links must stay on the connection's origin: the session's credentials never go to another host.
+Next links and redirects must stay on the connection's origin: the session's credentials never go to another
+host. The session obeys the network policy (connections.network): each connection goes to an address checked
+when it is opened, so neither a DNS answer nor a redirect can point a tenant's source at Airflow's own API.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def fetch_records(
     """GET `path` (relative to `base_url`) and the following pages; every record of every page."""
     base = base_url.rstrip("/") + "/"
     url: str | None = urljoin(base, path.lstrip("/"))
+    if not _same_origin(str(url), base):
+        raise DagFactoryError(f"path {path!r} leaves the connection's host: not requested")
     query = {k: v for k, v in (params or {}).items()}
     kind = (pagination or {}).get("type")
     p = pagination or {}
@@ -117,13 +121,32 @@ def _next_url(
     return None
 
 
-def _get_json(session: Any, url: str, query: dict[str, Any], options: dict[str, Any]) -> tuple[Any, int]:
+_MAX_REDIRECTS = 5
+
+
+def _get(session: Any, url: str, query: dict[str, Any], options: dict[str, Any]) -> Any:
+    """GET url, following redirects only on its own origin (at most 5): requests would follow any."""
     import requests
 
-    try:
-        resp = session.get(url, params=query, headers={"Accept": "application/json"}, **options)
-    except requests.RequestException as exc:
-        raise DagFactoryError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+    origin = url
+    for _ in range(_MAX_REDIRECTS + 1):
+        try:
+            resp = session.get(
+                url, params=query, headers={"Accept": "application/json"}, allow_redirects=False, **options
+            )
+        except requests.RequestException as exc:
+            raise DagFactoryError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        if not resp.is_redirect:
+            return resp
+        url = urljoin(resp.url, resp.headers["location"])
+        if not _same_origin(url, origin):
+            raise DagFactoryError(f"GET {resp.url}: redirected to another origin: not followed")
+        query = {}  # the location carries its own query
+    raise DagFactoryError(f"GET {origin}: more than {_MAX_REDIRECTS} redirects")
+
+
+def _get_json(session: Any, url: str, query: dict[str, Any], options: dict[str, Any]) -> tuple[Any, int]:
+    resp = _get(session, url, query, options)
     if resp.status_code >= 400:
         raise DagFactoryError(f"GET {resp.url}: HTTP {resp.status_code}: {resp.text[:300]}")
     try:
@@ -136,8 +159,10 @@ def session_for(conn_id: str) -> tuple[Any, str, dict[str, Any]]:
     """(requests session with the connection's auth and headers, base URL, request options: timeout, verify)."""
     from airflow.providers.http.hooks.http import HttpHook
 
+    from connections.pinned import enforce_on_session
+
     hook = HttpHook(method="GET", http_conn_id=conn_id)
-    session = hook.get_conn()
+    session = enforce_on_session(hook.get_conn())
     extra = hook.get_connection(conn_id).extra_dejson or {}
     options: dict[str, Any] = {"timeout": extra.get("timeout", 60)}
     if extra.get("verify") is False:

@@ -2,8 +2,10 @@
 the Arrow <-> PostgreSQL bridge (pyarrow reads and writes the formats; PostgreSQL loads and unloads CSV with
 COPY, so no row passes through Python objects except nested JSON values).
 
-The local store only ever touches paths under the workers' file root (`PIPELINE_FILE_ROOT`, default
-`<PIPELINE_DATA_DIR>/files`): relative paths are resolved (symlinks included) and must stay inside it.
+The local store of a run only ever touches paths under its tenant's root, `<file root>/<tenant>` (file root:
+`PIPELINE_FILE_ROOT`, default `<PIPELINE_DATA_DIR>/files`; tenant: the part of the DAG id before the dot, which
+the service sets and no definition can): relative paths are resolved (symlinks included) and must stay inside
+it, so no tenant reads, overwrites or deletes another's files.
 
 pyarrow and boto3 are imported inside the functions: DAG files import the operators, and are parsed far more
 often than these tasks run.
@@ -17,6 +19,7 @@ import io
 import json
 import os
 import posixpath
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,12 +34,36 @@ FILE_ROOT_ENV = "PIPELINE_FILE_ROOT"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 ROWS_PER_PART = 1_000_000
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet"}
+# service.auth.TENANT_PATTERN (dag_factory never imports the service): no '.', '/', nor a name like '..'.
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def file_root() -> Path:
     """The directory the workers may read and write: $PIPELINE_FILE_ROOT, else <data dir>/files."""
     root = os.environ.get(FILE_ROOT_ENV) or str(Path(os.environ.get("PIPELINE_DATA_DIR") or ".data") / "files")
     return Path(root).resolve()
+
+
+def tenant_of(dag_id: str) -> str:
+    """The tenant of a pipeline DAG (`<tenant>.<pipeline>`, the id the service gives it from the caller's
+    token). Any other DAG has no tenant, and so no file root: its file tasks fail."""
+    tenant, dot, _ = dag_id.partition(".")
+    if not dot or not TENANT_PATTERN.fullmatch(tenant):
+        raise DagFactoryError(f"file sources and sinks run only in pipeline DAGs (<tenant>.<pipeline>), not {dag_id!r}")
+    return tenant
+
+
+def tenant_root(tenant: str, root: Path | None = None) -> Path:
+    """`<file root>/<tenant>`, created on demand. Refused unless it is a plain directory right there: a
+    symlink in its place could lead into another tenant's root."""
+    if not TENANT_PATTERN.fullmatch(tenant):
+        raise DagFactoryError(f"{tenant!r} is not a tenant id")
+    base = (root or file_root()).resolve()
+    path = base / tenant
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.resolve() != path:
+        raise DagFactoryError(f"the file root of tenant {tenant!r} is not a directory of its own under {base}")
+    return path
 
 
 def safe_path(root: Path, relative: str) -> Path:
@@ -105,9 +132,20 @@ class S3Store:
 
     @classmethod
     def from_connection(cls, conn_id: str, bucket: str) -> S3Store:
+        """Only with the connection's own access key: without one boto3 would fall back to the workers' AWS
+        identity, which all tenants share (a bucket it can reach would be every tenant's)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        return cls(S3Hook(aws_conn_id=conn_id).get_conn(), bucket)
+        hook = S3Hook(aws_conn_id=conn_id)
+        if not hook.get_connection(conn_id).login:
+            raise DagFactoryError(
+                f"connection {conn_id!r} has no access key: s3 is reached only with the connection's own credentials"
+            )
+        # The network policy (connections.network): every request goes to an address checked when connecting.
+        from connections.pinned import enforce_on_boto_client
+
+        verify = (hook.get_connection(conn_id).extra_dejson or {}).get("verify", True) is not False
+        return cls(enforce_on_boto_client(hook.get_conn(), verify=verify), bucket)
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -1,7 +1,9 @@
 """PostgreSQL access for the pipeline operators (psycopg 3). The hook owns all I/O; operators orchestrate.
 
 Data moves between databases only as binary COPY streams; nothing is materialised row by row in Python.
-The connection password is never logged and is scrubbed from every error this module raises.
+The connection password is never logged and is scrubbed from every error this module raises. Every
+connection obeys the network policy (connections.network): the host is resolved once, every address checked,
+and libpq is given the checked address (`hostaddr`; `host` stays, for TLS), so DNS cannot swap it afterwards.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ def _watch_client(conn: psycopg.Connection) -> None:
         conn.commit()
     except psycopg.Error:
         conn.rollback()
+
+
+def checked_hostaddr(host: str | None, port: int) -> str:
+    """The address to connect to for host:port, allowed by the network policy (DagFactoryError if not).
+    No host or a socket directory would reach the worker's local server through a Unix socket, which no
+    address check can see: refused."""
+    from connections.network import NetworkDenied, current_policy
+
+    if not host or host.startswith("/") or "," in host:
+        raise DagFactoryError(f"connection host {host!r} is not a single host name or address")
+    try:
+        return str(current_policy().check(host, port)[0])
+    except NetworkDenied as exc:
+        raise DagFactoryError(f"{exc}; {exc.hint}") from None
+    except OSError as exc:
+        raise DagFactoryError(f"cannot resolve {host!r}: {exc}") from None
 
 
 Table = str | tuple[str, str]
@@ -210,6 +228,7 @@ class PostgresHook:
         c = self._airflow_connection()
         params = dict(host=c.host, port=c.port or 5432, user=c.login, password=c.password, dbname=c.schema)
         params = {k: v for k, v in params.items() if v} | self._extras()
+        params["hostaddr"] = checked_hostaddr(c.host, int(c.port or 5432))
         try:
             conn = psycopg.connect(**params, autocommit=False)
         except psycopg.Error as exc:
@@ -235,7 +254,7 @@ class PostgresHook:
         auth = quote(c.login or "", safe="")
         if c.password:
             auth += ":" + quote(c.password, safe="")
-        query = urlencode(self._extras())
+        query = urlencode(self._extras() | {"hostaddr": checked_hostaddr(c.host, int(c.port or 5432))})
         db = quote(c.schema or "", safe="")
         url = f"postgresql+psycopg://{auth}@{c.host or 'localhost'}:{c.port or 5432}/{db}"
         return url + (f"?{query}" if query else "")

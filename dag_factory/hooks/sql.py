@@ -23,7 +23,7 @@ from psycopg import sql
 
 from dag_factory.exceptions import DagFactoryError
 from dag_factory.hooks.postgres import _LIBPQ_EXTRAS as LIBPQ_EXTRAS
-from dag_factory.hooks.postgres import Columns, PostgresHook, column_list, scrub, table_ident
+from dag_factory.hooks.postgres import Columns, PostgresHook, checked_hostaddr, column_list, scrub, table_ident
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ DRIVERS = {
     "mssql": "mssql+pymssql",
     "oracle": "oracle+oracledb",
 }
+
+DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "mysql": 3306, "mssql": 1433, "oracle": 1521}
 
 # A condition on a key column: (operator, column, value). `lt_or_null` keeps NULL keys too (the first
 # partition takes them, so that no row falls between partitions); `none` matches nothing.
@@ -58,10 +60,13 @@ def sqlalchemy_url(conn: Any) -> str:
     host = conn.host or "localhost"
     port = f":{conn.port}" if conn.port else ""
     url = f"{driver}://{auth}@{host}{port}/{quote(conn.schema or '', safe='')}"
+    # The network policy: the address checked now is the one connected to (PostgreSQL); other drivers
+    # have no such option, so their host is only checked (see connections.network).
+    address = checked_hostaddr(conn.host, int(conn.port or DEFAULT_PORTS.get(conn_type, 0)))
     if driver.startswith("postgresql"):  # sslmode, connect_timeout...: as the psycopg hook passes them
         extra = conn.extra_dejson or {}
         options = {k: extra[k] for k in LIBPQ_EXTRAS if extra.get(k) not in (None, "")}
-        url += f"?{urlencode(options)}" if options else ""
+        url += f"?{urlencode(options | {'hostaddr': address})}"
     return url
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
+from jinja2 import TemplateError
 
 from dag_factory.hooks.postgres import PostgresHook, cancel_open_queries, split_table
+from dag_factory.spec.templating import RUN_NAMES, TIME_NAMES, render, template_context
 
 # (conn_id, table) read by a task; one written also carries its rows and bytes (None: not known).
 TableRef = tuple[str, str | tuple[str, str]]
@@ -21,6 +23,9 @@ class PipelineOperator(BaseOperator):
 
     execute() calls `self.record_lineage(...)`; the openlineage provider calls
     get_openlineage_facets_on_complete() afterwards, in the same process.
+
+    Its template fields hold user text: they are rendered with dag_factory.spec.templating's restricted
+    environment (params and the run's time values only), never with Airflow's template context.
     """
 
     _lineage: tuple[list[TableRef], list[Written]] | None = None
@@ -54,7 +59,23 @@ class PipelineOperator(BaseOperator):
                     "since Airflow queued it): its parameters are unknown, so it does not run"
                 )
             context["params"].update(extra)
-        super().render_template_fields(context, jinja_env)
+        self.render_user_templates(context)
+
+    def render_user_templates(self, context: Any) -> None:
+        """Render the template fields (user text) with the restricted environment of
+        dag_factory.spec.templating, never with Airflow's (`jinja_env` and Airflow's context are ignored):
+        Airflow's context reaches every tenant's connections, variables and XComs. A template it refuses
+        fails the task without retries: it would be refused again."""
+        values = template_context(context.get("params") or {}, run_values(context))
+        for field in self.template_fields:
+            value = getattr(self, field, None)
+            if value is None:
+                continue
+            try:
+                rendered = render(value, values)
+            except TemplateError as exc:
+                raise AirflowFailException(f"{self.task_id}: template of {field!r} refused: {exc}") from None
+            setattr(self, field, rendered)
 
     def record_lineage(self, inputs: list[TableRef], outputs: list[Written]) -> None:
         # object.__setattr__: BaseOperator's __setattr__ bookkeeping is for constructor arguments.
@@ -80,6 +101,16 @@ class PipelineOperator(BaseOperator):
                 for conn_id, table, rows, size in outputs
             ],
         )
+
+
+def run_values(context: Any) -> dict[str, Any]:
+    """The run's time values and identity from Airflow's context, as text (see spec.templating): the dag id
+    read off the DAG here, so that templates never get the DAG object itself."""
+    values = {name: context.get(name) for name in (*TIME_NAMES, *RUN_NAMES) if context.get(name) is not None}
+    dag = context.get("dag")
+    if "dag_id" not in values and dag is not None:
+        values["dag_id"] = dag.dag_id
+    return values
 
 
 # -- a faster BaseOperator.__setattr__, same behaviour ---------------------------------------------------

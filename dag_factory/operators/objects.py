@@ -27,13 +27,23 @@ Named = tuple[str, str]
 NamedOut = tuple[str, str, int | None, int | None]
 
 
-def make_store(kind: str, conn_id: str | None, bucket: str | None) -> Any:
-    from dag_factory.hooks.objects import LocalStore, S3Store
+def run_dag_id(context: Any) -> str:
+    """The id of the DAG the task runs in, as Airflow's task instance carries it (the scheduler's record,
+    not anything the definition sets)."""
+    return getattr(context.get("ti"), "dag_id", None) or getattr(context.get("dag"), "dag_id", None) or ""
 
-    if kind == "file":
-        return LocalStore()
-    if kind == "s3" and conn_id and bucket:
-        return S3Store.from_connection(conn_id, bucket)
+
+def make_store(kind: str, conn_id: str | None, bucket: str | None, context: Any) -> Any:
+    """The store of the run: for files its tenant's own root, for s3 the bucket through the tenant's connection."""
+    from dag_factory.hooks.objects import LocalStore, S3Store, tenant_of, tenant_root
+
+    try:
+        if kind == "file":
+            return LocalStore(tenant_root(tenant_of(run_dag_id(context))))
+        if kind == "s3" and conn_id and bucket:
+            return S3Store.from_connection(conn_id, bucket)
+    except DagFactoryError as exc:
+        raise AirflowFailException(str(exc)) from None
     raise AirflowFailException(f"unknown object store {kind!r} (or missing connection/bucket)")
 
 
@@ -102,7 +112,7 @@ class StageObjectsOperator(ObjectLineageOperator):
         from dag_factory.hooks.objects import load_arrow, matching, read_objects
 
         target = (run_schema(context), self.dataset)
-        store = make_store(self.store, self.conn_id, self.bucket)
+        store = make_store(self.store, self.conn_id, self.bucket, context)
         try:
             keys = matching(store, self.path, self.glob)
             if not keys:
@@ -153,7 +163,7 @@ class WriteObjectsOperator(ObjectLineageOperator):
         from dag_factory.hooks.objects import fetch_arrow, run_tag, write_dataset
 
         staged = (run_schema(context), self.dataset)
-        store = make_store(self.store, self.conn_id, self.bucket)
+        store = make_store(self.store, self.conn_id, self.bucket, context)
         table = fetch_arrow(PostgresHook(self.staging_conn_id), staged)
         try:
             keys, size = write_dataset(

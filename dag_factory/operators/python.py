@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,14 +13,18 @@ from psycopg import sql
 from dag_factory.hooks.postgres import PostgresHook
 from dag_factory.operators.base import PipelineOperator
 from dag_factory.operators.staging import run_schema
-from dag_factory.spec.validate import ALLOWED_CALLABLES_ENV, callable_allowed
+from dag_factory.spec.validate import ALLOWED_CALLABLES_ENV, allowed_callables, callable_allowed
 
 
 def import_callable(path: str) -> Any:
+    """The allow-listed callable. One matched by a `module.*` entry must be a function that module defines
+    (not something it imported, nor a module attribute like `__builtins__`), as validation saw in its source."""
     module, _, name = path.rpartition(".")
     fn = getattr(importlib.import_module(module), name, None)
     if not callable(fn):
         raise AirflowFailException(f"{path!r} is not a callable")
+    if path not in allowed_callables() and not (inspect.isfunction(fn) and fn.__module__ == module):
+        raise AirflowFailException(f"{path!r} is not a function defined in {module}")
     return fn
 
 

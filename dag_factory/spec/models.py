@@ -165,7 +165,7 @@ class SqlSource(_Extracted):
     connection: ConnectionName
     table: TableName | None = None
     where: str | None = Field(default=None, description="SQL predicate on the table; may use {{ params.x }}")
-    query: str | None = Field(default=None, min_length=1, description="one SELECT, instead of table; may use Jinja")
+    query: str | None = Field(default=None, min_length=1, description="one SELECT, not a table; {{ params.x }} ok")
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000, description="rows fetched and copied at a time")
 
     @model_validator(mode="after")
@@ -214,7 +214,7 @@ def _relative_glob(value: str) -> str:
 
 RelativePath = Annotated[
     str,
-    Field(max_length=1024, description="relative to the file root (PIPELINE_FILE_ROOT)"),
+    Field(max_length=1024, description="relative to the tenant's file root (<PIPELINE_FILE_ROOT>/<tenant>)"),
     AfterValidator(_relative_path),
 ]
 Glob = Annotated[
@@ -284,7 +284,8 @@ class HttpSource(_Step):
 
     type: Literal["http"]
     connection: ConnectionName
-    path: str = Field(default="/", max_length=1000, pattern=r"^/?[^\s?#]*$")
+    # No empty segment: `//host/…` and `scheme://host/…` would leave the connection's host (urljoin).
+    path: str = Field(default="/", max_length=1000, pattern=r"^/?([^\s?#/]+(/[^\s?#/]+)*/?)?$")
     params: dict[QueryParam, str | int | float | bool] = Field(
         default_factory=dict, description="query parameters; string values may use {{ params.x }}"
     )

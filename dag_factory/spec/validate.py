@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
+import importlib.util
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +16,8 @@ from pydantic import ValidationError
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec.expectations import known_expectations
 from dag_factory.spec.models import Filter, PipelineDefinition, PythonStep, SqlTransform
+from dag_factory.spec.sqlcheck import predicate_errors, select_errors, without_jinja
+from dag_factory.spec.templating import template_errors
 
 
 def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -53,8 +59,8 @@ _UNIONS = {
 # Callables a python step may name: always our own examples, plus the operator's allow-list.
 ALLOWED_CALLABLES_ENV = "PIPELINE_PYTHON_CALLABLES"
 _BUILTIN_CALLABLES = ("dag_factory.callables.*",)
-# Jinja in SQL ({{ params.x }}) is replaced by a literal before parsing: it only ever stands for values.
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+# Fields of sources, transformations and sinks that the operators render as templates (their template_fields).
+TEMPLATED_FIELDS = ("where", "query", "sql", "condition", "path", "glob", "prefix", "params", "options")
 
 Errors = list[dict[str, str]]
 
@@ -66,7 +72,37 @@ def allowed_callables() -> list[str]:
 
 
 def callable_allowed(path: str) -> bool:
-    return any(path == e or (e.endswith(".*") and path.startswith(e[:-1])) for e in allowed_callables())
+    """An exact entry of the allow-list, or a public function defined in a `module.*` entry's module itself.
+
+    Not a prefix match: `dag_factory.callables.*` must not let `dag_factory.callables.__builtins__` (or a
+    name the module imported, or a submodule) through.
+    """
+    module, _, name = path.rpartition(".")
+    for entry in allowed_callables():
+        if path == entry:
+            return True
+        if entry.endswith(".*") and module == entry[:-2] and not name.startswith("_"):
+            return name in public_functions(module)
+    return False
+
+
+@functools.cache
+def public_functions(module: str) -> frozenset[str]:
+    """Names of the functions a module's source defines at top level, not starting with `_`. Read from the
+    source, not imported: the service validates without importing what the workers run (nor Airflow)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return frozenset()
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return frozenset()
+    with open(spec.origin, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return frozenset(
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_")
+    )
 
 
 def sql_table_refs(statement: str) -> list[tuple[str | None, str]] | None:
@@ -76,7 +112,7 @@ def sql_table_refs(statement: str) -> list[tuple[str | None, str]] | None:
     """
     import openlineage_sql  # a compiled parser (no Airflow); imported when a definition has SQL
 
-    text = _JINJA.sub("0", statement)
+    text = without_jinja(statement)
     result = openlineage_sql.parse([text], dialect="postgres")
     if result.errors:
         return None
@@ -121,16 +157,61 @@ def _transformation_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
                     where = f"{here}.{field}" + (f"[{j}]" if isinstance(values, list) else "")
                     errors.append({"path": where, "message": _unknown(name, known)})
         if isinstance(t, SqlTransform) and check_sql:
-            errors += _sql_errors(t.sql, f"{here}.sql", t.inputs, known)
+            shape = [{"path": f"{here}.sql", "message": m} for m in select_errors(t.sql)]
+            errors += shape or _sql_errors(t.sql, f"{here}.sql", t.inputs, known)
         elif isinstance(t, Filter) and check_sql:
-            errors += _sql_errors(
-                f"SELECT 1 FROM {t.input} WHERE ({t.condition})", f"{here}.condition", [t.input], known
-            )
+            shape = [{"path": f"{here}.condition", "message": m} for m in predicate_errors(t.condition)]
+            statement = f"SELECT 1 FROM {t.input} WHERE ({t.condition}\n)"
+            errors += shape or _sql_errors(statement, f"{here}.condition", [t.input], known)
         elif isinstance(t, PythonStep) and not callable_allowed(t.callable):
             message = f"'{t.callable}' is not allow-listed ({ALLOWED_CALLABLES_ENV}: {', '.join(allowed_callables())})"
             errors.append({"path": f"{here}.callable", "message": message})
         known.add(t.name)
     return errors
+
+
+def _source_sql_errors(d: PipelineDefinition) -> Errors:
+    """A source's `where` is one predicate (the builder wraps it in parentheses), its `query` one SELECT."""
+    errors: Errors = []
+    for name, src in d.sources.items():
+        where, query = _field(src, "where"), _field(src, "query")
+        if where is not None and where.strip():
+            errors += [{"path": f"sources.{name}.where", "message": m} for m in predicate_errors(where)]
+        if query is not None:
+            errors += [{"path": f"sources.{name}.query", "message": m} for m in select_errors(query)]
+    return errors
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a field's value (in nested dicts and lists too: rendered alike), with its JSON path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{path}[{i}]")
+
+
+def templated_strings(d: PipelineDefinition) -> Iterator[tuple[str, str]]:
+    """(JSON path, text) of every string the workers render as a template (see dag_factory.spec.templating)."""
+    for path, step in _steps(d).values():
+        for field in TEMPLATED_FIELDS:
+            value = _field(step, field)
+            if value is not None:
+                yield from _strings(value, f"{path}.{field}")
+
+
+def _template_errors(d: PipelineDefinition) -> Errors:
+    """User text may only refer to the run's params and time values: never to Airflow's context (another
+    tenant's connections, variables and XComs are one `conn.get(...)` away in it)."""
+    declared = set(d.parameters)
+    return [
+        {"path": path, "message": message}
+        for path, text in templated_strings(d)
+        for message in template_errors(text, declared)
+    ]
 
 
 def _steps(d: PipelineDefinition) -> dict[tuple[str, str], tuple[str, Any]]:
@@ -200,7 +281,8 @@ def find_cycle(graph: dict[Any, list[Any]]) -> list[Any] | None:
 
 
 def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
-    errors = _transformation_errors(d, check_sql)
+    errors = _template_errors(d) + _source_sql_errors(d) if check_sql else []
+    errors += _transformation_errors(d, check_sql)
     staging = d.staging_connection()
     errors += _object_io_errors(d, staging)
     errors += _extraction_errors(d)
@@ -281,8 +363,9 @@ def param_errors(spec: Any, value: Any) -> list[str]:
 def validate_definition(data: Any, *, check_sql: bool = True) -> PipelineDefinition:
     """Parse and check a definition; raise DefinitionError naming every bad JSON path.
 
-    check_sql=False skips parsing the SQL for its table references: the DAG builder does, because the
-    service checked them when it accepted the definition, and the DAG files are parsed far more often.
+    check_sql=False skips parsing the SQL (its shape and table references) and the templates: the DAG builder
+    does, because the service checked them when it accepted the definition, and the DAG files are parsed far
+    more often (what a template may reach is also enforced where it is rendered, dag_factory.spec.templating).
     """
     try:
         definition = PipelineDefinition.model_validate(data)

@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from service.errors import AirflowUnavailable, NotFound, UpstreamError
+from service.airflow.logs import sanitized
+from service.errors import AirflowUnavailable, NotFound, UpstreamError, ValidationFailed
 
 
 class AirflowNotFound(NotFound):
@@ -30,6 +32,11 @@ class AirflowRejected(UpstreamError):
 
     status_code = 400
     code = "airflow_rejected"
+
+
+def _seg(value: str | int) -> str:
+    """One path segment, percent-encoded: an id can never add a segment, a query or a control character."""
+    return quote(str(value), safe="")
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -83,6 +90,8 @@ class AirflowClient:
             headers = {**kwargs.pop("headers", {}), **self._auth_header(refresh=attempt == 1)}
             try:
                 resp = self._http.request(method, "/api/v2" + path, headers=headers, **kwargs)
+            except httpx.InvalidURL:
+                raise ValidationFailed(f"not a valid Airflow path: {path!r}") from None
             except httpx.HTTPError as exc:
                 raise AirflowUnavailable(f"Airflow is unreachable at {self.base_url}: {type(exc).__name__}") from None
             if resp.status_code != 401:
@@ -115,7 +124,7 @@ class AirflowClient:
 
     # -- DAGs ---------------------------------------------------------------------------------------
     def get_dag(self, dag_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/dags/{dag_id}"))
+        return dict(self._json("GET", f"/dags/{_seg(dag_id)}"))
 
     def find_dag(self, dag_id: str) -> dict[str, Any] | None:
         try:
@@ -128,17 +137,17 @@ class AirflowClient:
         return dict(self._json("GET", "/dags", params=params))
 
     def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
-        return dict(self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": paused}))
+        return dict(self._json("PATCH", f"/dags/{_seg(dag_id)}", json={"is_paused": paused}))
 
     def delete_dag(self, dag_id: str) -> None:
         try:
-            self.request("DELETE", f"/dags/{dag_id}")
+            self.request("DELETE", f"/dags/{_seg(dag_id)}")
         except AirflowNotFound:
             pass
 
     def reparse(self, file_token: str) -> None:
         """Ask the dag-processor to re-read the bundle now instead of at its next scan."""
-        self.request("PUT", f"/parseDagFile/{file_token}")
+        self.request("PUT", f"/parseDagFile/{_seg(file_token)}")
 
     def import_errors(self) -> list[dict[str, Any]]:
         data = self._json("GET", "/importErrors", params={"limit": 1000})
@@ -149,14 +158,14 @@ class AirflowClient:
         body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
         if note:
             body["note"] = note
-        return dict(self._json("POST", f"/dags/{dag_id}/dagRuns", json=body))
+        return dict(self._json("POST", f"/dags/{_seg(dag_id)}/dagRuns", json=body))
 
     def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+        return dict(self._json("GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}"))
 
     def list_runs(self, dag_id: str, limit: int = 25, offset: int = 0) -> dict[str, Any]:
         params = {"limit": limit, "offset": offset, "order_by": "-run_after"}
-        return dict(self._json("GET", f"/dags/{dag_id}/dagRuns", params=params))
+        return dict(self._json("GET", f"/dags/{_seg(dag_id)}/dagRuns", params=params))
 
     def runs_updated_since(self, since: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
         """Runs of every DAG (`~`) whose row changed at or after `since` (ISO 8601), oldest change first."""
@@ -174,40 +183,43 @@ class AirflowClient:
             "include_upstream": False,
             "include_downstream": False,
         }
-        data = self._json("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+        data = self._json("POST", f"/dags/{_seg(dag_id)}/clearTaskInstances", json=body)
         return list((data or {}).get("task_instances", []))
 
     def xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """The list endpoint carries no values, so each value is one call (the caller fetches each once)."""
-        data = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        data = self._json(
+            "GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}/xcomEntries/{_seg(key)}"
+        )
         return (data or {}).get("value")
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
-        return dict(self._json("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}))
+        return dict(self._json("PATCH", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}", json={"state": state}))
 
     def set_task_states(self, dag_id: str, run_id: str, task_ids: list[str], state: str) -> list[str]:
         """One bulk call; setting running tasks to failed makes Airflow kill them. Returns errors."""
         entities = [{"task_id": t, "new_state": state} for t in task_ids]
         data = self._json(
             "PATCH",
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+            f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances",
             json={"actions": [{"action": "update", "entities": entities}]},
         )
         return [str(e) for e in (data or {}).get("update", {}).get("errors", [])]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        data = self._json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        data = self._json("GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances", params={"limit": 1000})
         return list(data.get("task_instances", []))
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[dict[str, Any]]:
         data = self._json(
             "GET",
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}/logs/{_seg(try_number)}",
             params={"full_content": "true"},
             headers={"Accept": "application/json"},
         )
         content = data.get("content", []) if isinstance(data, dict) else []
-        return [e if isinstance(e, dict) else {"event": str(e)} for e in content]
+        # Never the host's paths (log files, Airflow home): every reader of a task log reads it through here.
+        return sanitized([e if isinstance(e, dict) else {"event": str(e)} for e in content])
 
     # -- connections --------------------------------------------------------------------------------
     def upsert_connection(self, conn: dict[str, Any], attempts: int = 3) -> None:
@@ -216,7 +228,7 @@ class AirflowClient:
         for attempt in range(attempts):
             try:
                 try:
-                    self.request("PATCH", f"/connections/{conn['connection_id']}", json=conn)
+                    self.request("PATCH", f"/connections/{_seg(conn['connection_id'])}", json=conn)
                 except AirflowNotFound:
                     self.request("POST", "/connections", json=conn)
                 return
@@ -229,6 +241,6 @@ class AirflowClient:
 
     def delete_connection(self, conn_id: str) -> None:
         try:
-            self.request("DELETE", f"/connections/{conn_id}")
+            self.request("DELETE", f"/connections/{_seg(conn_id)}")
         except AirflowNotFound:
             pass

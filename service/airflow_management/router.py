@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from service.airflow_management import service
 from service.airflow_management.schemas import (
@@ -15,39 +15,44 @@ from service.airflow_management.schemas import (
 )
 from service.auth import CurrentPrincipal
 from service.deps import Airflow
-from service.schemas import Page
+from service.schemas import Page, PageNumber, PageSize
 
 router = APIRouter(prefix="/v1/airflow", tags=["airflow"])
 _BY_ALIAS = {"response_model_by_alias": True}
+# Airflow's own id charsets (KEY_REGEX for DAG and task ids, the default allowed_run_id_pattern for run ids):
+# anything else cannot name an Airflow object, and a control character would not even make a valid URL.
+DagId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)]
+RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.~:+-]+$", max_length=250)]
+TaskId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)]
 
 
 @router.get("/dags", response_model=Page[DagOut], **_BY_ALIAS)
 def list_dags(
     principal: CurrentPrincipal,
     airflow: Airflow,
-    page: Annotated[int, Query(ge=0)] = 0,
-    size: Annotated[int, Query(ge=1, le=200)] = 50,
+    page: PageNumber = 0,
+    size: PageSize = 50,
 ) -> Page[DagOut]:
     return service.list_dags(airflow, principal.tenant_id, page * size, size)
 
 
 @router.get("/dags/{dag_id}/runs", response_model=DagRunsOut, **_BY_ALIAS)
 def list_runs(
-    dag_id: str, principal: CurrentPrincipal, airflow: Airflow, limit: Annotated[int, Query(ge=1, le=100)] = 25
+    dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow, limit: Annotated[int, Query(ge=1, le=100)] = 25
 ) -> DagRunsOut:
     return service.runs(airflow, principal.tenant_id, dag_id, limit)
 
 
 @router.get("/dags/{dag_id}/runs/{run_id}/tasks", response_model=TaskInstancesOut, **_BY_ALIAS)
-def list_tasks(dag_id: str, run_id: str, principal: CurrentPrincipal, airflow: Airflow) -> TaskInstancesOut:
+def list_tasks(dag_id: DagId, run_id: RunId, principal: CurrentPrincipal, airflow: Airflow) -> TaskInstancesOut:
     return service.tasks(airflow, principal.tenant_id, dag_id, run_id)
 
 
 @router.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}/logs", response_model=TaskLogsOut, **_BY_ALIAS)
 def task_logs(
-    dag_id: str,
-    run_id: str,
-    task_id: str,
+    dag_id: DagId,
+    run_id: RunId,
+    task_id: TaskId,
     principal: CurrentPrincipal,
     airflow: Airflow,
     try_number: Annotated[int | None, Query(alias="tryNumber", ge=1, description="default: the latest try")] = None,
@@ -57,15 +62,15 @@ def task_logs(
 
 
 @router.post("/dags/{dag_id}/trigger", status_code=201, response_model=DagRunOut, **_BY_ALIAS)
-def trigger(dag_id: str, principal: CurrentPrincipal, airflow: Airflow, body: TriggerIn | None = None) -> DagRunOut:
+def trigger(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow, body: TriggerIn | None = None) -> DagRunOut:
     return service.trigger(airflow, principal.tenant_id, dag_id, body or TriggerIn(), principal.subject)
 
 
 @router.post("/dags/{dag_id}/pause", response_model=DagOut, **_BY_ALIAS)
-def pause(dag_id: str, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
+def pause(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
     return service.set_paused(airflow, principal.tenant_id, dag_id, True)
 
 
 @router.post("/dags/{dag_id}/unpause", response_model=DagOut, **_BY_ALIAS)
-def unpause(dag_id: str, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
+def unpause(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
     return service.set_paused(airflow, principal.tenant_id, dag_id, False)

@@ -23,6 +23,9 @@ class Connection(Base):
     credential_secret_ref: Mapped[str | None] = mapped_column(String(200))
     # Inline credentials, Fernet-encrypted JSON {"username", "password"}; never returned.
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    # An http connection's header values, Fernet-encrypted JSON {name: value}; `properties.headers` keeps the
+    # names with masked values. Never returned.
+    headers_encrypted: Mapped[str | None] = mapped_column(Text)
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     airflow_conn_id: Mapped[str] = mapped_column(String(250), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

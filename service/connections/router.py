@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from connections.network import NetworkPolicy
 from service.auth import CurrentPrincipal
 from service.connections import repository, service
 from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut
 from service.db import DbSession
 from service.deps import Airflow, VaultDep
-from service.schemas import Page
+from service.schemas import Page, PageNumber, PageSize
 from service.secrets import SecretsBackend
 
 router = APIRouter(prefix="/v1/pipelines/connections", tags=["connections"])
@@ -22,6 +23,13 @@ def _secrets(request: Request) -> SecretsBackend:
 Secrets = Annotated[SecretsBackend, Depends(_secrets)]
 
 
+def _policy(request: Request) -> NetworkPolicy:
+    return service.network_policy(request.app.state.settings)
+
+
+Policy = Annotated[NetworkPolicy, Depends(_policy)]
+
+
 @router.post("", status_code=201, response_model=ConnectionOut, response_model_by_alias=True)
 def create_connection(
     body: ConnectionIn,
@@ -30,16 +38,17 @@ def create_connection(
     airflow: Airflow,
     vault: VaultDep,
     secrets: Secrets,
+    policy: Policy,
 ) -> ConnectionOut:
-    return service.to_out(service.create(session, principal, body, airflow, vault, secrets))
+    return service.to_out(service.create(session, principal, body, airflow, vault, secrets, policy))
 
 
 @router.get("", response_model=Page[ConnectionOut], response_model_by_alias=True)
 def list_connections(
     principal: CurrentPrincipal,
     session: DbSession,
-    page: Annotated[int, Query(ge=0)] = 0,
-    size: Annotated[int, Query(ge=1, le=200)] = 20,
+    page: PageNumber = 0,
+    size: PageSize = 20,
 ) -> Page[ConnectionOut]:
     rows, total = repository.list_page(session, principal.tenant_id, offset=page * size, limit=size)
     return Page[ConnectionOut](items=[service.to_out(c) for c in rows], total=total, page=page, size=size)
@@ -59,8 +68,9 @@ def update_connection(
     airflow: Airflow,
     vault: VaultDep,
     secrets: Secrets,
+    policy: Policy,
 ) -> ConnectionOut:
-    return service.to_out(service.update(session, principal, connection_id, body, airflow, vault, secrets))
+    return service.to_out(service.update(session, principal, connection_id, body, airflow, vault, secrets, policy))
 
 
 @router.post("/{connection_id}/test", response_model=ConnectionTestOut, response_model_by_alias=True)
@@ -71,9 +81,10 @@ def test_connection(
     session: DbSession,
     vault: VaultDep,
     secrets: Secrets,
+    policy: Policy,
 ) -> ConnectionTestOut:
     timeout = request.app.state.settings.connection_test_timeout_seconds
-    return service.check(session, principal.tenant_id, connection_id, vault, secrets, timeout)
+    return service.check(session, principal.tenant_id, connection_id, vault, secrets, timeout, policy)
 
 
 @router.delete("/{connection_id}", status_code=204)

@@ -1,17 +1,21 @@
 """Connections: stored per tenant, materialised as Airflow connections, tested in the service process.
 
-Secrets never leave this module except towards Airflow's connection store (its password field) and the
-driver of a connection test; the API returns only whether inline credentials exist."""
+Secrets never leave this module except towards Airflow's connection store (its password field; an http
+connection's headers in its extra) and the driver of a connection test; the API returns only whether inline
+credentials exist, and an http connection's header names with masked values."""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
 from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_connection, build_spec
+from connections.network import NetworkDenied, NetworkPolicy, current_policy, policy_of
 from connections.testing import Stage, TestResult, check_connection
 from connections.types import SQL_TYPES
 from dag_factory.spec.models import connection_names_of
@@ -28,17 +32,41 @@ from service.secrets import SecretsBackend, Vault, resolve
 log = logging.getLogger(__name__)
 
 
-def _spec(body: ConnectionIn) -> ConnectionSpec:
+def _spec(body: ConnectionIn, policy: NetworkPolicy | None = None) -> ConnectionSpec:
     try:
-        return build_spec(
+        spec = build_spec(
             body.type, host=body.host, port=body.port, database=body.database, url=body.url, properties=body.properties
         )
     except InvalidConnection as exc:
         raise ValidationFailed(str(exc), details=exc.errors) from None
+    _refuse_denied_host(body, spec, policy or current_policy())
+    return spec
 
 
-def _new_credentials(body: ConnectionIn, secrets: SecretsBackend) -> Credentials | None:
-    """The credentials the body gives (inline or by ref), or None when it gives none."""
+def network_policy(settings: Any) -> NetworkPolicy:
+    """The network policy of the service: the configured one plus the service's own endpoint and Airflow's
+    (whatever the operator listed: a tenant must never make the service call itself or its Airflow)."""
+    own = [f"{settings.host}:{settings.port}"]
+    airflow = urlsplit(settings.airflow_url or "")
+    if airflow.hostname:
+        port = airflow.port or (443 if airflow.scheme == "https" else 80)
+        own.append(f"[{airflow.hostname}]:{port}" if ":" in airflow.hostname else f"{airflow.hostname}:{port}")
+    return policy_of(settings.allowed_networks, ",".join([settings.denied_endpoints, *own]))
+
+
+def _refuse_denied_host(body: ConnectionIn, spec: ConnectionSpec, policy: NetworkPolicy) -> None:
+    """400 when the host is refused whatever DNS says (a literal address, `localhost`, a metadata name);
+    other names are checked where they are resolved: by the connection test and on the workers."""
+    reason = policy.refusal_without_dns(spec.host, spec.port) if spec.host else None
+    if reason is None:
+        return
+    path = "properties.endpointUrl" if spec.type == "s3" else "url" if body.url else "host"
+    denied = NetworkDenied(spec.host, spec.port, reason)
+    raise ValidationFailed(str(denied), details=[{"path": path, "message": denied.hint}])
+
+
+def _new_credentials(body: ConnectionIn, secrets: SecretsBackend, tenant_id: str) -> Credentials | None:
+    """The credentials the body gives (inline, or by a ref resolved in the tenant's own scope), or None."""
     if body.credentials is not None and body.credential_secret_ref:
         raise ValidationFailed(
             "give either credentialSecretRef or credentials, not both",
@@ -48,40 +76,79 @@ def _new_credentials(body: ConnectionIn, secrets: SecretsBackend) -> Credentials
         pw = body.credentials.password.get_secret_value() if body.credentials.password else None
         return Credentials(username=body.credentials.username, password=pw)
     if body.credential_secret_ref:
-        return resolve(secrets, body.credential_secret_ref)
+        return resolve(secrets, tenant_id, body.credential_secret_ref)
     return None
 
 
 def _require_credentials(type_: str, creds: Credentials | None) -> None:
-    if creds is None and type_ in SQL_TYPES:
+    """Databases need a login; s3 too: without keys the workers' own AWS identity would be used, which every
+    tenant shares, so a tenant's bucket access is only ever its own connection's credentials."""
+    if creds is None and type_ in (*SQL_TYPES, "s3"):
         raise ValidationFailed(
             "credentialSecretRef or credentials is required",
             details=[{"path": "credentialSecretRef", "message": "required (or inline credentials)"}],
         )
 
 
-def _apply(conn: Connection, spec: ConnectionSpec) -> None:
+# What the API shows for a header value; sent back in a PUT, it keeps the stored value of that header.
+HEADER_MASK = "********"
+
+
+def _apply(conn: Connection, spec: ConnectionSpec, vault: Vault) -> None:
+    """Store the spec; an http connection's header values go encrypted, `properties` keeps them masked."""
+    headers = _unmasked_headers(conn, spec.properties.get("headers") or {}, vault)
     conn.type, conn.host, conn.port, conn.database = spec.type, spec.host, spec.port, spec.database
-    conn.properties = spec.properties
+    conn.headers_encrypted = vault.seal_headers(headers) if headers else None
+    conn.properties = _masked(spec.properties)
 
 
-def spec_of(conn: Connection) -> ConnectionSpec:
-    return ConnectionSpec(
-        type=conn.type, host=conn.host, port=conn.port, database=conn.database, properties=dict(conn.properties)
-    )
+def _unmasked_headers(conn: Connection, given: dict[str, str], vault: Vault) -> dict[str, str]:
+    """The request's headers, a masked value replaced by the stored one (a GET-edit-PUT round trip)."""
+    if HEADER_MASK not in given.values():
+        return dict(given)
+    try:
+        stored = stored_headers(conn, vault)
+    except RuntimeError as exc:
+        raise ValidationFailed(str(exc), details=[{"path": "properties.headers", "message": str(exc)}]) from None
+    unknown = [name for name, value in given.items() if value == HEADER_MASK and name not in stored]
+    if unknown:
+        message = f"header '{unknown[0]}' has no stored value to keep: give its value"
+        raise ValidationFailed(message, details=[{"path": f"properties.headers.{unknown[0]}", "message": message}])
+    return {name: stored[name] if value == HEADER_MASK else value for name, value in given.items()}
+
+
+def _masked(properties: dict[str, Any]) -> dict[str, Any]:
+    if not properties.get("headers"):
+        return dict(properties)
+    return {**properties, "headers": dict.fromkeys(properties["headers"], HEADER_MASK)}
+
+
+def stored_headers(conn: Connection, vault: Vault) -> dict[str, str]:
+    """The real header values (rows stored before they were encrypted still hold them in `properties`)."""
+    if conn.headers_encrypted:
+        return vault.open_headers(conn.headers_encrypted)
+    return {k: v for k, v in (conn.properties.get("headers") or {}).items() if v != HEADER_MASK}
+
+
+def spec_of(conn: Connection, vault: Vault) -> ConnectionSpec:
+    """The connection as Airflow and the connection test need it: header values decrypted."""
+    properties = dict(conn.properties)
+    if properties.get("headers"):
+        properties["headers"] = stored_headers(conn, vault)
+    return ConnectionSpec(type=conn.type, host=conn.host, port=conn.port, database=conn.database, properties=properties)
 
 
 def stored_credentials(conn: Connection, vault: Vault, secrets: SecretsBackend) -> Credentials | None:
     if conn.credentials_encrypted:
         return vault.open(conn.credentials_encrypted)
     if conn.credential_secret_ref:
-        return resolve(secrets, conn.credential_secret_ref)
+        return resolve(secrets, conn.tenant_id, conn.credential_secret_ref)
     return None
 
 
-def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials | None) -> None:
+def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials | None, vault: Vault) -> None:
     try:
-        airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec_of(conn), creds))
+        airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec_of(conn, vault), creds))
     except UpstreamError:
         # Airflow's error body could echo the request, password included: say only what failed.
         raise UpstreamError(f"Airflow refused the connection '{conn.name}'") from None
@@ -94,9 +161,10 @@ def create(
     airflow: AirflowClient,
     vault: Vault,
     secrets: SecretsBackend,
+    policy: NetworkPolicy | None = None,
 ) -> Connection:
-    spec = _spec(body)
-    creds = _new_credentials(body, secrets)
+    spec = _spec(body, policy)
+    creds = _new_credentials(body, secrets, principal.tenant_id)
     _require_credentials(spec.type, creds)
     if repository.by_name(session, principal.tenant_id, body.name):
         raise Conflict(
@@ -110,11 +178,11 @@ def create(
         credentials_encrypted=vault.seal(creds) if body.credentials is not None and creds else None,
         airflow_conn_id=naming.airflow_conn_id(principal.tenant_id, body.name),
     )
-    _apply(conn, spec)
+    _apply(conn, spec, vault)
     session.add(conn)
     session.flush()
     # Airflow last: if it fails, the request's transaction rolls back and nothing is half-stored.
-    materialise(airflow, conn, creds)
+    materialise(airflow, conn, creds, vault)
     return conn
 
 
@@ -126,6 +194,7 @@ def update(
     airflow: AirflowClient,
     vault: Vault,
     secrets: SecretsBackend,
+    policy: NetworkPolicy | None = None,
 ) -> Connection:
     """Replace the connection's settings; without credentials/credentialSecretRef the stored ones stay.
 
@@ -134,7 +203,7 @@ def update(
     if body.name != conn.name:
         message = f"a connection cannot be renamed (pipelines refer to '{conn.name}' by name): create a new one"
         raise ValidationFailed(message, details=[{"path": "name", "message": message}])
-    spec = _spec(body)
+    spec = _spec(body, policy)
     if (conn.type in SQL_TYPES) != (spec.type in SQL_TYPES):
         in_use = users(session, principal.tenant_id, conn.name)
         if in_use:
@@ -143,7 +212,7 @@ def update(
                 f"it cannot become type '{spec.type}'",
                 details={"pipelines": in_use},
             )
-    creds = _new_credentials(body, secrets)
+    creds = _new_credentials(body, secrets, principal.tenant_id)
     if body.credentials is not None and creds is not None:
         conn.credentials_encrypted, conn.credential_secret_ref = vault.seal(creds), None
     elif body.credential_secret_ref:
@@ -151,9 +220,9 @@ def update(
     else:
         creds = _stored_or_400(conn, vault, secrets)
     _require_credentials(spec.type, creds)
-    _apply(conn, spec)
+    _apply(conn, spec, vault)
     session.flush()
-    materialise(airflow, conn, creds)
+    materialise(airflow, conn, creds, vault)
     return conn
 
 
@@ -193,13 +262,19 @@ def delete(session: Session, principal: Principal, connection_id: str, airflow: 
 
 
 def check(
-    session: Session, tenant_id: str, connection_id: str, vault: Vault, secrets: SecretsBackend, timeout: float
+    session: Session,
+    tenant_id: str,
+    connection_id: str,
+    vault: Vault,
+    secrets: SecretsBackend,
+    timeout: float,
+    policy: NetworkPolicy | None = None,
 ) -> ConnectionTestOut:
     """The staged test with the stored secret (never a masked value). Failing is a result, not an error."""
     conn = get_or_404(session, tenant_id, connection_id)
     t0 = time.monotonic()
     if conn.credential_secret_ref:
-        label = secrets.where(conn.credential_secret_ref)
+        label = secrets.where(conn.tenant_id, conn.credential_secret_ref)
         source = f"credentials from {label}"
     elif conn.credentials_encrypted:
         label = "the connection's inline credentials (PUT the connection with new ones)"
@@ -208,13 +283,14 @@ def check(
         label, source = "the connection's credentials (none are set)", "no credentials"
     try:
         creds = stored_credentials(conn, vault, secrets)
+        spec = spec_of(conn, vault)
     except (ServiceError, RuntimeError) as exc:
         message = exc.message if isinstance(exc, ServiceError) else str(exc)
         stage = Stage("credentials", False, int((time.monotonic() - t0) * 1000), message)
         result = TestResult(False, stage.ms, [stage], failed_stage="credentials", hint=message)
         return _test_out(result)
     first = Stage("credentials", True, int((time.monotonic() - t0) * 1000), f"using {source}")
-    result = check_connection(spec_of(conn), creds, timeout=timeout, credentials_label=label)
+    result = check_connection(spec, creds, timeout=timeout, credentials_label=label, policy=policy)
     result.stages.insert(0, first)
     log.info(
         "connection test of %s: %s%s",
@@ -247,7 +323,7 @@ def to_out(conn: Connection) -> ConnectionOut:
         database=conn.database,
         credential_secret_ref=conn.credential_secret_ref,
         has_inline_credentials=conn.credentials_encrypted is not None,
-        properties=conn.properties,
+        properties=_masked(conn.properties),
         airflow_connection_id=conn.airflow_conn_id,
         created_at=conn.created_at,
         updated_at=conn.updated_at,

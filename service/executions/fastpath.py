@@ -57,7 +57,8 @@ def _cache_key(scope: dict[str, Any], execution_id: str) -> tuple[str, str] | No
     if not authorization or not tenant or not authorization.lower().startswith("bearer "):
         return None
     try:
-        principal = verify_token(scope["app"].state.jwt_secret, authorization[7:].strip())
+        state = scope["app"].state
+        principal = verify_token(state.jwt_secret, authorization[7:].strip(), state.jwt_audience)
     except ServiceError:
         return None
     if principal.tenant_id != tenant:

@@ -38,3 +38,13 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AdmissionLock(Base):
+    """One row per limit scope (`tenant:<id>`, `pipeline:<id>`), written at the start of an execute so that
+    concurrent executes of one scope take turns (service/executions/limits.py)."""
+
+    __tablename__ = "admission_locks"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    locked_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -8,12 +7,12 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import CurrentPrincipal
-from service.db import DbSession, run_after_commit, session_scope
+from service.db import DbSession, run_after_commit, session_scope, session_slot
 from service.deps import Airflow
 from service.errors import AirflowUnavailable, ValidationFailed
 from service.executions import service
 from service.executions.schemas import ExecuteIn, ExecutionOut, LogsOut
-from service.schemas import Page
+from service.schemas import Page, PageNumber, PageSize, UtcDateTime
 
 router = APIRouter(tags=["executions"])
 POLL_SECONDS = 1.0  # how often a stream looks at Airflow for news
@@ -41,11 +40,11 @@ def list_executions(
     schedule_id: Annotated[str | None, Query(alias="scheduleId", description="executions of one schedule")] = None,
     status: Annotated[str | None, Query()] = None,
     submitted_from: Annotated[
-        datetime | None, Query(alias="from", description="submittedAt at or after (ISO 8601)")
+        UtcDateTime | None, Query(alias="from", description="submittedAt at or after (ISO 8601)")
     ] = None,
-    submitted_to: Annotated[datetime | None, Query(alias="to", description="submittedAt before (ISO 8601)")] = None,
-    page: Annotated[int, Query(ge=0)] = 0,
-    size: Annotated[int, Query(ge=1, le=200)] = 20,
+    submitted_to: Annotated[UtcDateTime | None, Query(alias="to", description="submittedAt before (ISO 8601)")] = None,
+    page: PageNumber = 0,
+    size: PageSize = 20,
 ) -> Page[ExecutionOut]:
     if status is not None and status not in service.STATUSES:
         raise ValidationFailed(
@@ -81,7 +80,8 @@ async def get_execution(execution_id: str, principal: CurrentPrincipal, request:
     key = (principal.tenant_id, execution_id)
     body = service.status_cache.get(key)
     if body is None:
-        body, ttl = await run_in_threadpool(_status_json, request, principal.tenant_id, execution_id)
+        async with session_slot(request):
+            body, ttl = await run_in_threadpool(_status_json, request, principal.tenant_id, execution_id)
         service.status_cache.put(key, body, ttl)
     return Response(body, media_type="application/json")
 

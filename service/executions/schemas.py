@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from connections.types import PlainStr
 from service.schemas import ApiModel
 
 PRIORITIES = ("LOW", "NORMAL", "HIGH", "CRITICAL")
@@ -15,7 +16,7 @@ class ExecuteIn(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     parameters: dict[str, Any] = Field(default_factory=dict)
-    engine_override: str | None = None
+    engine_override: PlainStr | None = Field(default=None, max_length=20)
     priority: Literal["LOW", "NORMAL", "HIGH", "CRITICAL"] = "NORMAL"
 
 

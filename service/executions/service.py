@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dag_factory.exceptions import DefinitionError
@@ -23,7 +22,8 @@ from dag_factory.spec.models import OBJECT_SINK_TYPES
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.auth import Principal
 from service.db import page, session_scope, utcnow
-from service.errors import AirflowUnavailable, Conflict, NotFound, RateLimited, ServiceError, ValidationFailed
+from service.errors import AirflowUnavailable, Conflict, NotFound, ServiceError, ValidationFailed
+from service.executions import limits
 from service.executions.models import Execution
 from service.executions.schemas import (
     ENGINES,
@@ -70,7 +70,7 @@ def get_or_404(session: Session, tenant_id: str, execution_id: str) -> Execution
 def execute(
     session: Session, principal: Principal, pipeline_id: str, body: ExecuteIn, *, rate_per_minute: int
 ) -> Execution:
-    _check_rate(session, principal.tenant_id, rate_per_minute)
+    limits.admit_rate(session, principal.tenant_id, rate_per_minute)
     pipeline = pipelines.get_or_404(session, principal.tenant_id, pipeline_id)
     if body.engine_override is not None and body.engine_override not in ENGINES:
         raise ValidationFailed(
@@ -84,7 +84,7 @@ def execute(
         parameters = validate_parameters(definition, body.parameters)
     except DefinitionError as exc:
         raise ValidationFailed(f"{exc.errors[0]['path']}: {exc.errors[0]['message']}", details=exc.errors) from None
-    _check_active_runs(session, pipeline, definition.orchestration.max_active_runs)
+    limits.admit_run(session, pipeline, definition.orchestration.max_active_runs)
     ex = Execution(
         id="exec-" + uuid.uuid4().hex[:24],
         tenant_id=principal.tenant_id,
@@ -101,39 +101,6 @@ def execute(
     session.add(ex)
     session.flush()
     return ex
-
-
-def _check_rate(session: Session, tenant_id: str, per_minute: int) -> None:
-    """A rolling one-minute window over the tenant's own execution rows: every replica sees the same count."""
-    since = utcnow() - timedelta(minutes=1)
-    count, oldest = session.execute(
-        select(func.count(), func.min(Execution.submitted_at)).where(
-            Execution.tenant_id == tenant_id, Execution.submitted_at >= since
-        )
-    ).one()
-    if count < per_minute:
-        return
-    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=since.tzinfo)
-    wait = max(1, math.ceil((oldest - since).total_seconds()))
-    raise RateLimited(
-        f"tenant '{tenant_id}' may start {per_minute} executions per minute; retry in {wait} s",
-        details={"limit": per_minute, "windowSeconds": 60, "retryAfterSeconds": wait},
-        headers={"Retry-After": str(wait)},
-    )
-
-
-def _check_active_runs(session: Session, pipeline: Pipeline, max_active_runs: int) -> None:
-    # The pipeline row lock serialises concurrent executes of one pipeline (PostgreSQL; SQLite writes serially).
-    session.execute(select(Pipeline.id).where(Pipeline.id == pipeline.id).with_for_update())
-    active = session.scalar(
-        select(func.count()).where(Execution.pipeline_id == pipeline.id, Execution.status.in_([QUEUED, RUNNING]))
-    )
-    if active and active >= max_active_runs:
-        raise Conflict(
-            f"pipeline '{pipeline.name}' already has {active} execution(s) in progress "
-            f"and allows {max_active_runs} at a time (orchestration.max_active_runs)",
-            details={"activeExecutions": active, "maxActiveRuns": max_active_runs},
-        )
 
 
 def estimate_duration_ms(session: Session, pipeline_id: str) -> int | None:

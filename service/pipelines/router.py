@@ -10,7 +10,7 @@ from service.db import DbSession, run_after_commit
 from service.errors import NotFound, ValidationFailed
 from service.pipelines import repository, service
 from service.pipelines.schemas import PipelineIn, PipelineOut, PipelineVersionOut
-from service.schemas import Page
+from service.schemas import Page, PageNumber, PageSize
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
 
@@ -50,8 +50,8 @@ def list_pipelines(
     session: DbSession,
     tags: Annotated[str | None, Query(description="comma-separated; a pipeline must carry all of them")] = None,
     status: Annotated[str | None, Query()] = None,
-    page: Annotated[int, Query(ge=0)] = 0,
-    size: Annotated[int, Query(ge=1, le=200)] = 20,
+    page: PageNumber = 0,
+    size: PageSize = 20,
 ) -> Page[PipelineOut]:
     if status is not None and status not in service.STATUSES:
         raise ValidationFailed(

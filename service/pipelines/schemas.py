@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field
 
 from service.naming import NAME_PATTERN
-from service.schemas import ApiModel
+from service.schemas import ApiModel, Prose
 
 SEMVER = r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$"
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,49}$")]
@@ -17,7 +17,7 @@ class PipelineIn(ApiModel):
 
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(default="1.0.0", pattern=SEMVER)
-    description: str | None = Field(default=None, max_length=4000)
+    description: Prose | None = Field(default=None, max_length=4000)
     definition: dict[str, Any]
     tags: list[Tag] = Field(default_factory=list, max_length=20)
 

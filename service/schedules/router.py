@@ -10,7 +10,7 @@ from service.executions import service as executions
 from service.executions.schemas import ExecutionOut
 from service.schedules import repository, service
 from service.schedules.schemas import ScheduleIn, ScheduleOut
-from service.schemas import Page
+from service.schemas import Page, PageNumber, PageSize
 
 router = APIRouter(prefix="/v1/pipelines/schedules", tags=["schedules"])
 
@@ -27,8 +27,8 @@ def list_schedules(
     principal: CurrentPrincipal,
     session: DbSession,
     pipeline_id: Annotated[str | None, Query(alias="pipelineId")] = None,
-    page: Annotated[int, Query(ge=0)] = 0,
-    size: Annotated[int, Query(ge=1, le=200)] = 20,
+    page: PageNumber = 0,
+    size: PageSize = 20,
 ) -> Page[ScheduleOut]:
     rows, total = repository.list_page(
         session, principal.tenant_id, pipeline_id=pipeline_id, offset=page * size, limit=size

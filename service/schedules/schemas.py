@@ -5,6 +5,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from connections.types import PlainStr
 from service.schemas import ApiModel
 
 
@@ -13,9 +14,9 @@ class ScheduleIn(ApiModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pipeline_id: str | None = Field(default=None, max_length=64)
-    cron_expression: str = Field(max_length=120, description="5-field cron, read in `timezone`; or @daily etc.")
-    timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. America/New_York")
+    pipeline_id: PlainStr | None = Field(default=None, max_length=64)
+    cron_expression: PlainStr = Field(max_length=120, description="5-field cron, read in `timezone`; or @daily etc.")
+    timezone: PlainStr = Field(default="UTC", max_length=64, description="IANA name, e.g. America/New_York")
     parameters: dict[str, Any] = Field(default_factory=dict, description="checked against the pipeline's parameters")
     enabled: bool = True
 

@@ -4,7 +4,8 @@ rendering (parameters substituted, customizations applied, compliance controls a
 A template is data only. Its `definition` is a pipeline definition whose strings may hold `${PARAM}`
 placeholders: a string that is exactly one placeholder takes the parameter's typed value (so
 `"retries": "${RETRIES}"` becomes an integer); elsewhere the value is interpolated as text.
-`{{ params.x }}` (Airflow's run-time Jinja) is left alone.
+`{{ params.x }}` (run-time Jinja, dag_factory.spec.templating) is left alone: the rendered definition is
+validated like any other, its templates included.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import re2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from connections.types import PlainStr
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import json_path, validate_definition
+from service.schemas import Prose
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The catalogue's folder; overridable so a deployment (or a test) can ship another catalogue.
@@ -28,6 +32,10 @@ TEMPLATES_DIR_ENV = "PIPELINE_TEMPLATES_DIR"
 SEMVER = r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$"
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 COMPLIANCE_TAGS = ("PCI-DSS", "HIPAA", "GDPR", "SOX")
+MAX_PATTERN_LENGTH = 500
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the client's 400, not a line on the server's stderr
+_RE2_OPTIONS.max_mem = 1 << 20  # bounds the compiled program too: a pattern like (a{1000}){1000} is refused
 ColumnName = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 
@@ -41,19 +49,46 @@ class TemplateParameter(_Strict):
     type: Literal["string", "integer", "number", "boolean"] = "string"
     required: bool = False
     default: Any = None
-    description: str = Field(min_length=1)
-    enum: list[Any] | None = None
+    description: Prose = Field(min_length=1, max_length=1000)
+    enum: list[Any] | None = Field(default=None, max_length=1000)
     minimum: float | None = None
     maximum: float | None = None
-    pattern: str | None = None
+    pattern: str | None = Field(default=None, max_length=MAX_PATTERN_LENGTH)
+
+    @field_validator("pattern")
+    @classmethod
+    def _linear_time(cls, pattern: str | None) -> str | None:
+        """Tenants write these patterns: matched with a backtracking engine, `^(a+)+$` takes one request for
+        seconds (ReDoS). RE2 matches in linear time; what it cannot compile (backreferences, lookaround)
+        is refused."""
+        if pattern is not None:
+            compile_pattern(pattern)
+        return pattern
 
     def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of a value, without `pattern`: that is matched by RE2 (`pattern_problems`)."""
         schema: dict[str, Any] = {"type": self.type}
-        for key in ("enum", "minimum", "maximum", "pattern"):
+        for key in ("enum", "minimum", "maximum"):
             value = getattr(self, key)
             if value is not None:
                 schema[key] = value
         return schema
+
+    def pattern_problems(self, value: Any) -> list[str]:
+        """JSON Schema's `pattern` semantics (a search, not anchored), in linear time."""
+        if self.pattern is None or not isinstance(value, str) or compile_pattern(self.pattern).search(value):
+            return []
+        return [f"{value[:100]!r} does not match {self.pattern!r}"]
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> Any:
+    """`pattern` compiled by RE2; ValueError (a pydantic error where raised in a validator) otherwise."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"pattern is not supported by the linear-time regex engine (RE2): {reason}") from None
 
 
 class SensitiveColumn(_Strict):
@@ -73,12 +108,12 @@ class DataSubject(_Strict):
 
 class Template(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}/[a-z0-9][a-z0-9_]{0,79}$")
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainStr = Field(min_length=1, max_length=200)
     industry: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
     version: str = Field(pattern=SEMVER)
-    description: str = Field(min_length=1, max_length=4000)
+    description: Prose = Field(min_length=1, max_length=4000)
     compliance: list[Literal["PCI-DSS", "HIPAA", "GDPR", "SOX"]] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    tags: list[Annotated[PlainStr, Field(max_length=50)]] = Field(default_factory=list, max_length=20)
     sensitive: dict[str, SensitiveColumn | Literal["pan", "phi", "pii"]] = Field(default_factory=dict)
     data_subject: DataSubject | None = Field(default=None, alias="dataSubject")
     parameters: dict[str, TemplateParameter] = Field(default_factory=dict)
@@ -188,7 +223,7 @@ def resolve_parameters(template: Template, values: dict[str, Any]) -> dict[str, 
         if name in values:
             value = values[name]
             validator = jsonschema.Draft202012Validator(spec.json_schema())
-            problems = [e.message for e in validator.iter_errors(value)]
+            problems = [e.message for e in validator.iter_errors(value)] + spec.pattern_problems(value)
             if isinstance(value, bool) and spec.type in ("integer", "number"):
                 problems.append(f"{value!r} is not of type '{spec.type}'")
             errors += [{"path": f"parameters.{name}", "message": m} for m in problems]

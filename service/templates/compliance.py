@@ -153,7 +153,7 @@ def _audit_sql(template: Template, sinks: dict[str, Any]) -> str:
     parts = []
     for name, sink in sinks.items():
         parts.append(
-            "SELECT '{{ run_id }}'::text AS run_id, '{{ dag.dag_id }}'::text AS dag_id, "
+            "SELECT '{{ run_id }}'::text AS run_id, '{{ dag_id }}'::text AS dag_id, "
             f"'{template.id}'::text AS template_id, '{template.version}'::text AS template_version, "
             f"'{name}'::text AS sink, '{sink['table']}'::text AS target_table, "
             f"count(*)::bigint AS row_count, now() AS recorded_at FROM {sink['input']}"

@@ -12,7 +12,7 @@ from service.auth import CurrentPrincipal
 from service.db import DbSession, run_after_commit
 from service.pipelines import service as pipelines
 from service.pipelines.schemas import PipelineOut
-from service.schemas import Page
+from service.schemas import Page, PageNumber, PageSize
 from service.templates import compliance
 from service.templates import service as templates
 from service.templates.schemas import CreateFromTemplateIn, TemplateDiffOut, TemplateOut, TemplateSummary
@@ -28,8 +28,8 @@ def list_templates(
     industry: Annotated[str | None, Query()] = None,
     compliance_: Annotated[str | None, Query(alias="compliance", description="comma-separated; all must apply")] = None,
     q: Annotated[str | None, Query(max_length=200, description="words found in id, name, description, tags")] = None,
-    page: Annotated[int, Query(ge=0)] = 0,
-    size: Annotated[int, Query(ge=1, le=200)] = 20,
+    page: PageNumber = 0,
+    size: PageSize = 20,
 ) -> Page[TemplateSummary]:
     found = templates.search(session, principal.tenant_id, industry=industry, compliance=compliance_, q=q)
     return Page[TemplateSummary](items=found[page * size : (page + 1) * size], total=len(found), page=page, size=size)

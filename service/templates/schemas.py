@@ -5,7 +5,8 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from service.naming import NAME_PATTERN
-from service.schemas import ApiModel
+from service.pipelines.schemas import Tag
+from service.schemas import ApiModel, Prose
 
 
 class TemplateSummary(ApiModel):
@@ -35,8 +36,8 @@ class CreateFromTemplateIn(ApiModel):
     customizations: dict[str, Any] = Field(
         default_factory=dict, description="dotted paths into the definition, e.g. orchestration.retries"
     )
-    description: str | None = Field(default=None, max_length=4000)
-    tags: list[str] = Field(default_factory=list, max_length=10)
+    description: Prose | None = Field(default=None, max_length=4000)
+    tags: list[Tag] = Field(default_factory=list, max_length=10)
 
 
 class TemplateDiffOut(ApiModel):

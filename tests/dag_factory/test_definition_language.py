@@ -43,8 +43,8 @@ def sql_of(step: dict) -> str:
 
 # -- generated SQL ------------------------------------------------------------------------------------
 def test_filter_sql_keeps_the_condition_one_predicate():
-    step = {"name": "big", "type": "filter", "input": "products", "condition": "a > 1 OR b = '{{ params.x }}'"}
-    assert sql_of(step) == "SELECT * FROM \"products\" WHERE (a > 1 OR b = '{{ params.x }}')"
+    step = {"name": "big", "type": "filter", "input": "products", "condition": "a > 1 OR b = '{{ params.start_date }}'"}
+    assert sql_of(step) == "SELECT * FROM \"products\" WHERE (a > 1 OR b = '{{ params.start_date }}')"
 
 
 def test_aggregate_sql():

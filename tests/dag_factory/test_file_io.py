@@ -16,6 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,6 +46,7 @@ from tests.pg import pg_url
 DB_CONN = "df_files_pg"
 S3_CONN = "df_files_s3"
 API_CONN = "df_files_api"
+TENANT = "acme"
 BUCKET = "lake-bucket"
 
 ORDERS_CSV = "id,customer,amount,ordered_at,note\n1,ada,10.5,2026-01-01 10:00:00,\n2,bob,20,2026-01-02 11:00:00,NA\n"
@@ -139,15 +141,16 @@ def connections(staging_db: str, s3_endpoint: str, api_url: str) -> Iterator[Non
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "files"
-    root.mkdir()
-    monkeypatch.setenv("PIPELINE_FILE_ROOT", str(root))
-    return root
+    """The file root of tenant TENANT (the tenant of the DAG in `ctx`): where its file tasks read and write."""
+    (tmp_path / "files" / TENANT).mkdir(parents=True)
+    monkeypatch.setenv("PIPELINE_FILE_ROOT", str(tmp_path / "files"))
+    return (tmp_path / "files" / TENANT).resolve()
 
 
 @pytest.fixture
 def ctx() -> Iterator[dict]:
-    context = {"run_id": f"manual__{uuid.uuid4()}", "params": {}}
+    # A pipeline DAG's id is `<tenant>.<pipeline>`: the file tasks find their tenant's root from it.
+    context = {"run_id": f"manual__{uuid.uuid4()}", "params": {}, "dag": SimpleNamespace(dag_id=f"{TENANT}.files")}
     PrepareStagingOperator(task_id="prepare", conn_ids=[DB_CONN]).execute(context)
     yield context
     CleanupStagingOperator(task_id="cleanup", conn_ids=[DB_CONN]).execute(context)

@@ -428,7 +428,7 @@ def test_sqlalchemy_url_quotes_credentials():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRFLOW_CONN_DF_URL", conn_json("db", password="p@ss:/w", sslmode="require"))
         url = PostgresHook("df_url").sqlalchemy_url()
-    assert url == "postgresql+psycopg://postgres:p%40ss%3A%2Fw@127.0.0.1:5432/db?sslmode=require"
+    assert url == "postgresql+psycopg://postgres:p%40ss%3A%2Fw@127.0.0.1:5432/db?sslmode=require&hostaddr=127.0.0.1"
 
 
 def test_connection_errors_never_show_the_password():

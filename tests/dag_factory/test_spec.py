@@ -101,7 +101,8 @@ def test_run_parameters_are_merged_over_defaults_and_checked():
 
 
 def test_required_parameter_without_default():
-    d = validate_definition(definition(parameters={"region": {"type": "string", "required": True}}))
+    declared = EXAMPLE["definition"]["parameters"]  # its where uses them: a template names declared ones only
+    d = validate_definition(definition(parameters={**declared, "region": {"type": "string", "required": True}}))
     with pytest.raises(DefinitionError) as info:
         validate_parameters(d, {})
     assert info.value.errors == [{"path": "parameters.region", "message": "required parameter is missing"}]

@@ -494,12 +494,14 @@ def test_sqlalchemy_url_of_airflow_connections():
         conn_type="postgres",
         login="etl",
         password="p@ss",
-        host="db",
+        host="127.0.0.1",
         port=5433,
         schema="sales",
         extra_dejson={"sslmode": "require", "ignored": "x"},
     )
-    assert sqlalchemy_url(pg) == "postgresql+psycopg://etl:p%40ss@db:5433/sales?sslmode=require"
+    # hostaddr: the address the network policy checked is the one libpq connects to (no second lookup).
+    expected = "postgresql+psycopg://etl:p%40ss@127.0.0.1:5433/sales?sslmode=require&hostaddr=127.0.0.1"
+    assert sqlalchemy_url(pg) == expected
     assert sqlalchemy_url(SimpleNamespace(conn_type="sqlite", host="/data/shop.db")) == "sqlite:////data/shop.db"
     with pytest.raises(Exception, match="not a SQL database"):
         sqlalchemy_url(SimpleNamespace(conn_type="http", host="x"))

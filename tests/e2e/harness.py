@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import uvicorn
 
+from connections.network import LOOPBACK_NETWORKS
 from service.auth import mint_token
 from service.config import Settings
 from service.main import create_app
@@ -90,7 +91,16 @@ def start(base_dir: Path, database_url: str | None = None) -> Running:
     data_dir = base_dir / "data"
     dags_dir = data_dir / "dags"
     ensure_sentinel(dags_dir)
-    stack = AirflowStack(data_dir / "airflow", free_port(), dags_dir)
+    service_port = free_port()
+    # Loopback allowed, as `make up` does: the tests' databases and servers are on this machine. The
+    # service's own port and Airflow's stay refused to every tenant (the network policy).
+    stack = AirflowStack(
+        data_dir / "airflow",
+        free_port(),
+        dags_dir,
+        allowed_networks=LOOPBACK_NETWORKS,
+        denied_endpoints=(f"127.0.0.1:{service_port}",),
+    )
     stack.migrate()
     stack.start()
     try:
@@ -100,8 +110,9 @@ def start(base_dir: Path, database_url: str | None = None) -> Running:
             dags_dir=dags_dir,
             database_url=database_url,
             airflow_url=stack.url,
-            port=free_port(),
+            port=service_port,
             background_interval_seconds=1.0,
+            allowed_networks=LOOPBACK_NETWORKS,
         )
         server, thread, app = start_service(settings)
     except BaseException:

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.connections.servers import MotoServer, ScramCluster, _pg_bin, free_port
+from service.secrets import env_var_for
+from tests.connections.servers import HttpApi, MotoServer, ScramCluster, _pg_bin, free_port
 from tests.e2e import harness
 from tests.e2e.conftest import create_active, example, query, run_to_end
 from tests.pg import PG_ADMIN_URL
@@ -79,7 +80,8 @@ def test_staged_test_succeeds_and_fails_at_the_right_stage(
 ) -> None:  # type: ignore[no-untyped-def]
     call = Recorder(running.client(tenant="c" + uuid.uuid4().hex[:10]))
     closed = free_port()
-    monkeypatch.setenv("PIPELINE_SECRET_SCRAM_E2E", json.dumps({"username": "postgres", "password": "stale-pw"}))
+    secret_var = env_var_for(call.api.headers["X-Tenant-ID"], "scram-e2e")  # PIPELINE_SECRET_<TENANT>__SCRAM_E2E
+    monkeypatch.setenv(secret_var, json.dumps({"username": "postgres", "password": "stale-pw"}))
     by_ref = {"credentials": None, "credentialSecretRef": "scram-e2e"}
     cases = {
         "local": (pg_body("local"), None),
@@ -111,7 +113,14 @@ def test_staged_test_succeeds_and_fails_at_the_right_stage(
     local = results["local"]
     assert local["version"].startswith("PostgreSQL ") and "public" in local["details"]["schemas"]
     assert isinstance(local["details"]["tables"], int) and local["latencyMs"] >= 0
-    assert [s["name"] for s in local["stages"]] == ["credentials", "dns", "tcp", "authentication", "privilege"]
+    assert [s["name"] for s in local["stages"]] == [
+        "credentials",
+        "dns",
+        "network",
+        "tcp",
+        "authentication",
+        "privilege",
+    ]
     assert results["closed-port"]["hint"] == (
         f"TCP connect to 127.0.0.1:{closed} refused: is the server running and is the port right?"
     )
@@ -120,7 +129,7 @@ def test_staged_test_succeeds_and_fails_at_the_right_stage(
         "(PUT the connection with new ones)"
     )
     assert results["wrong-secret"]["hint"] == (
-        "password authentication failed for user 'postgres': check the environment variable PIPELINE_SECRET_SCRAM_E2E"
+        f"password authentication failed for user 'postgres': check the environment variable {secret_var}"
     )
     assert results["missing-database"]["hint"] == (
         "database 'no_such_db_e2e' does not exist on 127.0.0.1:5432: check the connection's database"
@@ -161,19 +170,17 @@ def test_s3_and_http_are_airflow_connections_and_testable(running: harness.Runni
     assert aws["conn_type"] == "aws" and aws["login"] == "AKIAE2E"
     assert json.loads(aws["extra"]) == {"region_name": "eu-west-1", "endpoint_url": moto.url}
 
-    api = create(
-        call,
-        {
-            "name": "airflow-api",
-            "type": "http",
-            "url": running.stack.url,
-            "properties": {"healthPath": "/api/v2/monitor/health"},
-        },
-    )
-    tested = call("POST", f"{URL}/{api['connectionId']}/test").json()
-    assert tested["connected"] is True and tested["details"]["status"] == 200, tested
-    http = airflow.get(f"/connections/{tenant}.airflow-api").json()
-    assert (http["conn_type"], http["host"], http["schema"]) == ("http", running.stack.url, "http")
+    # A local API: Airflow's own is refused by the network policy (tests/security/test_network_policy_e2e.py).
+    server = HttpApi()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        api = create(call, {"name": "items-api", "type": "http", "url": url, "properties": {"healthPath": "/health"}})
+        tested = call("POST", f"{URL}/{api['connectionId']}/test").json()
+        assert tested["connected"] is True and tested["details"] == {"url": url + "/health"}, tested
+    finally:
+        server.stop()
+    http = airflow.get(f"/connections/{tenant}.items-api").json()
+    assert (http["conn_type"], http["host"], http["schema"]) == ("http", url, "http")
 
 
 def test_put_repoints_a_pipeline_without_touching_its_dag(
@@ -211,9 +218,7 @@ def test_a_planted_secret_appears_nowhere(
     call = Recorder(running.client(tenant="p" + uuid.uuid4().hex[:10]))
     tenant = call.api.headers["X-Tenant-ID"]
     ref = "planted-" + uuid.uuid4().hex[:6]
-    monkeypatch.setenv(
-        "PIPELINE_SECRET_" + ref.upper().replace("-", "_"), json.dumps({"username": "postgres", "password": PLANTED})
-    )
+    monkeypatch.setenv(env_var_for(tenant, ref), json.dumps({"username": "postgres", "password": PLANTED}))
     # Create: one by secret ref, one inline; failing creates that carry the secret in their bodies.
     sales = create(call, {**pg_body("sales-database", sales_db), "credentials": None, "credentialSecretRef": ref})
     warehouse = create(call, pg_body("warehouse", warehouse_db, password=PLANTED))

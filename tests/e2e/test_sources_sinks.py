@@ -196,7 +196,7 @@ def test_files_s3_and_http_in_one_pipeline(
 ) -> None:
     s3_url, client = s3
     run, schema = uuid.uuid4().hex[:8], "io_" + uuid.uuid4().hex[:8]
-    root = running.stack.file_root
+    root = running.stack.file_root / tenant.headers["X-Tenant-ID"]  # each tenant's files live in its own root
     landing_files(root, run)
     regions = pa.table({"customer": ["ada", "bob", "cy"], "region": ["EU", "US", "EU"]})
     client.put_object(Bucket=BUCKET, Key=f"raw/{run}/regions.parquet", Body=parquet(regions))
@@ -229,7 +229,7 @@ def test_files_s3_and_http_in_one_pipeline(
     assert "region" not in eu.column_names and sorted(eu.column("id").to_pylist()) == [1, 3, 4]
     assert eu.schema.field("amount").type == pa.decimal128(10, 2)
 
-    # File sink: CSV partitioned by day under the file root.
+    # File sink: CSV partitioned by day under the tenant's file root.
     export = root / "exports" / run / "orders"
     files = sorted(p.relative_to(export).as_posix() for p in export.rglob("*.csv"))
     assert [f.split("/")[0] for f in files] == ["day=2026-03-01", "day=2026-03-02"]

@@ -8,9 +8,13 @@ import os
 import pytest
 
 from tests.e2e import harness
-from tests.e2e.conftest import EXAMPLE, TERMINAL, connection_body, query, wait_status
+from tests.e2e.conftest import EXAMPLE, REPO, TERMINAL, connection_body, query, wait_status
 
 pytestmark = pytest.mark.e2e
+
+# The tenant of the admin token `make up` prints: the README's exported secret variable names it.
+TENANT = "default"
+SECRET_VAR = "PIPELINE_SECRET_DEFAULT__SALES_DB_CREDENTIALS"  # as the README exports it, before `make up`
 
 EXPECTED_SQL = """
     SELECT count(*) FROM public.raw_transactions
@@ -19,11 +23,10 @@ EXPECTED_SQL = """
 
 
 def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_db, monkeypatch):
-    api = running.client(tenant="tour")
+    assert f"export {SECRET_VAR}=" in (REPO / "README.md").read_text()  # the tour exports what we set here
+    api = running.client(tenant=TENANT)
     # Connections: one through a secret reference (environment), one with inline credentials.
-    monkeypatch.setenv(
-        "PIPELINE_SECRET_SALES_DB_CREDENTIALS", json.dumps({"username": "postgres", "password": "s3cr3t-tour"})
-    )
+    monkeypatch.setenv(SECRET_VAR, json.dumps({"username": "postgres", "password": "s3cr3t-tour"}))
     r = api.post(
         "/v1/pipelines/connections",
         json=connection_body(
@@ -52,8 +55,9 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
     af = running.airflow()
     dag = af.get(f"/dags/{pipeline['dagId']}").json()
     assert dag["is_paused"] is False and dag["max_active_runs"] == 1
-    assert {"tenant:tour", "pipeline:daily-sales-etl", "sales"} <= {t["name"] for t in dag["tags"]}
-    dag_file = (running.settings.dags_dir / "pipeline_tour.daily-sales-etl.py").read_text()
+    assert pipeline["dagId"] == "default.daily-sales-etl"  # as the README names it in the Airflow UI
+    assert {"tenant:default", "pipeline:daily-sales-etl", "sales"} <= {t["name"] for t in dag["tags"]}
+    dag_file = (running.settings.dags_dir / "pipeline_default.daily-sales-etl.py").read_text()
     assert "s3cr3t" not in dag_file and "password" not in dag_file
 
     # Execute with the declared parameters; poll to COMPLETED.
@@ -126,4 +130,4 @@ def test_tour_runs_the_example_into_the_warehouse(running, sales_db, warehouse_d
         if path.is_file() and path.stat().st_size < 50_000_000:
             data = path.read_bytes()
             assert b"s3cr3t-tour" not in data and b"inline-s3cr3t" not in data, path
-    os.environ.pop("PIPELINE_SECRET_SALES_DB_CREDENTIALS", None)
+    os.environ.pop(SECRET_VAR, None)

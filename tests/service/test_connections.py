@@ -68,10 +68,12 @@ def test_a_busy_airflow_is_asked_again_and_a_failing_one_stores_nothing(svc: Ser
 
 
 def test_secret_ref_is_resolved_from_the_environment(svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPELINE_SECRET_PROD_DB_CREDS", json.dumps({"username": "etl", "password": "from-env-42"}))
-    resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="prod-db.creds"))
+    monkeypatch.setenv(
+        "PIPELINE_SECRET_ACME__PROD_DB_CREDS", json.dumps({"username": "etl", "password": "from-env-42"})
+    )
+    resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="prod-db-creds"))
     assert resp.status_code == 201, resp.text
-    assert resp.json()["credentialSecretRef"] == "prod-db.creds"
+    assert resp.json()["credentialSecretRef"] == "prod-db-creds"
     assert resp.json()["hasInlineCredentials"] is False
     assert "from-env-42" not in resp.text
     conn = svc.fake.connections["acme.warehouse"]
@@ -79,10 +81,10 @@ def test_secret_ref_is_resolved_from_the_environment(svc: Service, api: Api, mon
 
 
 def test_missing_secret_env_var_is_400(svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PIPELINE_SECRET_NOT_THERE", raising=False)
+    monkeypatch.delenv("PIPELINE_SECRET_ACME__NOT_THERE", raising=False)
     resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="not-there"))
     error = expect_error(resp, 400, "validation_error", path="credentialSecretRef")
-    assert "PIPELINE_SECRET_NOT_THERE" in error["message"]
+    assert "PIPELINE_SECRET_ACME__NOT_THERE" in error["message"]
     assert api.get(URL).json()["total"] == 0 and svc.fake.connections == {}
 
 
@@ -93,7 +95,7 @@ def test_neither_secret_ref_nor_credentials_is_400(api: Api) -> None:
 
 
 def test_both_secret_ref_and_credentials_is_400(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPELINE_SECRET_REF", json.dumps({"username": "u", "password": "p"}))
+    monkeypatch.setenv("PIPELINE_SECRET_ACME__REF", json.dumps({"username": "u", "password": "p"}))
     resp = api.post(URL, json=connection_body("warehouse", credentialSecretRef="ref"))
     error = expect_error(resp, 400, "validation_error", path="credentials")
     assert "credentialSecretRef" in error["message"]
@@ -169,13 +171,13 @@ def test_delete_while_airflow_is_down_keeps_the_connection(svc: Service, api: Ap
 # -- update (PUT) --------------------------------------------------------------------------------------
 def test_put_updates_the_airflow_connection_and_keeps_the_stored_password(svc: Service, api: Api) -> None:
     conn = api.create_connection("warehouse")
-    body = connection_body("warehouse", credentials=None, host="10.1.2.3", port=6432, database="dwh")
+    body = connection_body("warehouse", credentials=None, host="dwh.internal", port=6432, database="dwh")
     resp = api.put(f"{URL}/{conn['connectionId']}", json=body)
     assert resp.status_code == 200, resp.text
-    assert (resp.json()["host"], resp.json()["port"], resp.json()["database"]) == ("10.1.2.3", 6432, "dwh")
+    assert (resp.json()["host"], resp.json()["port"], resp.json()["database"]) == ("dwh.internal", 6432, "dwh")
     assert resp.json()["hasInlineCredentials"] is True and CONN_PASSWORD not in resp.text
     airflow_conn = svc.fake.connections["acme.warehouse"]
-    assert (airflow_conn["host"], airflow_conn["port"], airflow_conn["schema"]) == ("10.1.2.3", 6432, "dwh")
+    assert (airflow_conn["host"], airflow_conn["port"], airflow_conn["schema"]) == ("dwh.internal", 6432, "dwh")
     assert (airflow_conn["login"], airflow_conn["password"]) == ("u", CONN_PASSWORD)
 
 
@@ -183,7 +185,7 @@ def test_put_can_switch_from_inline_credentials_to_a_secret_ref(
     svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn = api.create_connection("warehouse")
-    monkeypatch.setenv("PIPELINE_SECRET_WH", json.dumps({"username": "etl", "password": "rotated-77"}))
+    monkeypatch.setenv("PIPELINE_SECRET_ACME__WH", json.dumps({"username": "etl", "password": "rotated-77"}))
     resp = api.put(
         f"{URL}/{conn['connectionId']}", json=connection_body("warehouse", credentials=None, credentialSecretRef="wh")
     )
@@ -264,7 +266,14 @@ def test_test_against_the_local_postgres_reports_version_and_details(api: Api) -
     body = resp.json()
     assert body["connected"] is True and body["version"].startswith("PostgreSQL ")
     assert "public" in body["details"]["schemas"] and isinstance(body["details"]["tables"], int)
-    assert [s["name"] for s in body["stages"]] == ["credentials", "dns", "tcp", "authentication", "privilege"]
+    assert [s["name"] for s in body["stages"]] == [
+        "credentials",
+        "dns",
+        "network",
+        "tcp",
+        "authentication",
+        "privilege",
+    ]
     assert body["failedStage"] is None and isinstance(body["latencyMs"], int)
     assert CONN_PASSWORD not in resp.text
 
@@ -285,12 +294,12 @@ def test_a_failed_test_is_a_200_with_the_stage_and_a_hint(api: Api) -> None:
 
 
 def test_a_secret_gone_since_creation_fails_the_test_at_credentials(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PIPELINE_SECRET_GONE", json.dumps({"username": "postgres", "password": "x"}))
+    monkeypatch.setenv("PIPELINE_SECRET_ACME__GONE", json.dumps({"username": "postgres", "password": "x"}))
     conn = api.create_connection("gone", credentials=None, credentialSecretRef="gone")
-    monkeypatch.delenv("PIPELINE_SECRET_GONE")
+    monkeypatch.delenv("PIPELINE_SECRET_ACME__GONE")
     body = api.post(f"{URL}/{conn['connectionId']}/test").json()
     assert (body["connected"], body["failedStage"]) == (False, "credentials")
-    assert body["hint"] == "secret 'gone' not found: set the environment variable PIPELINE_SECRET_GONE"
+    assert body["hint"] == "secret 'gone' not found: set the environment variable PIPELINE_SECRET_ACME__GONE"
 
 
 def test_test_of_an_unknown_connection_is_404(api: Api) -> None:
@@ -302,7 +311,7 @@ def test_file_backend_resolves_what_the_cli_put(svc: Service, api: Api, monkeypa
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(svc.settings.data_dir))
     monkeypatch.setenv("PIPELINE_SECRETS_BACKEND", "file")
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"username": "filer", "password": "from-file-9"})))
-    assert cli.main(["secret", "put", "wh-file"]) == 0
+    assert cli.main(["secret", "put", "--tenant", "acme", "wh-file"]) == 0
     assert b"from-file-9" not in svc.settings.resolved_secrets_file().read_bytes()
     svc.app.state.secrets = make_backend(Settings(data_dir=svc.settings.data_dir, secrets_backend="file"))
     resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef="wh-file"))
@@ -310,7 +319,7 @@ def test_file_backend_resolves_what_the_cli_put(svc: Service, api: Api, monkeypa
     assert svc.fake.connections["acme.warehouse"]["password"] == "from-file-9"
     missing = api.post(URL, json=connection_body("other", credentials=None, credentialSecretRef="nope"))
     error = expect_error(missing, 400, "validation_error", path="credentialSecretRef")
-    assert "pipeline-service secret put nope" in error["message"]
+    assert "pipeline-service secret put --tenant acme nope" in error["message"]
 
 
 def test_cli_refuses_bad_json_without_echoing_it(
@@ -319,7 +328,7 @@ def test_cli_refuses_bad_json_without_echoing_it(
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("PIPELINE_SECRETS_BACKEND", "file")
     monkeypatch.setattr("sys.stdin", io.StringIO('{"password": "leak-me-not"'))
-    assert cli.main(["secret", "put", "x"]) == 2
+    assert cli.main(["secret", "put", "--tenant", "acme", "x"]) == 2
     assert "leak-me-not" not in capsys.readouterr().err
 
 
@@ -343,7 +352,7 @@ def test_aws_secrets_manager_backend(svc: Service, api: Api, moto: MotoServer, m
     backend = make_backend(settings)
     assert isinstance(backend, AwsSecrets)
     ref = "wh-" + uuid.uuid4().hex[:6]
-    backend.put(ref, Credentials("aws-user", "from-aws-5"))
+    backend.put("acme", ref, Credentials("aws-user", "from-aws-5"))
     svc.app.state.secrets = backend
     resp = api.post(URL, json=connection_body("warehouse", credentials=None, credentialSecretRef=ref))
     assert resp.status_code == 201, resp.text
@@ -353,7 +362,7 @@ def test_aws_secrets_manager_backend(svc: Service, api: Api, moto: MotoServer, m
     )
     missing = api.post(URL, json=connection_body("other", credentials=None, credentialSecretRef="absent"))
     error = expect_error(missing, 400, "validation_error", path="credentialSecretRef")
-    assert "AWS Secrets Manager secret 'pipelines/absent'" in error["message"]
+    assert "AWS Secrets Manager secret 'pipelines/acme/absent'" in error["message"]
 
 
 def test_list_is_paged_in_creation_order(api: Api) -> None:
