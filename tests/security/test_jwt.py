@@ -25,6 +25,11 @@ def database_url(tmp_path: Path) -> str:
 
 def _token(svc: Service, changes: dict[str, Any], *, algorithm: str = "HS256", key: str | None = None) -> str:
     claims = {k: v for k, v in {**BASE, **changes}.items() if v is not DROP}
+    # The cases are written relative to NOW (import time); a test may run many minutes later in the suite.
+    shift = int(time.time()) - NOW
+    for claim in ("exp", "nbf", "iat"):
+        if type(claims.get(claim)) in (int, float):
+            claims[claim] += shift
     return jwt.encode(claims, key or svc.settings.resolved_jwt_secret(), algorithm=algorithm)
 
 
