@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -85,13 +86,19 @@ def _body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """pydantic's errors as [{path, message}], the path without its request part (`body`, `query`, ...)."""
     details = []
-    for err in exc.errors():
+    for err in errors:
         loc = list(err.get("loc", ()))
         if loc and loc[0] in ("body", "query", "path", "header"):
             loc = loc[1:]
         details.append({"path": json_path(loc), "message": err.get("msg", "invalid")})
+    return details
+
+
+def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    details = validation_details(exc.errors())
     first = details[0] if details else {"path": "", "message": "invalid request"}
     message = f"{first['path'] or 'body'}: {first['message']}"
     return JSONResponse(status_code=400, content=_body("validation_error", message, details))

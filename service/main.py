@@ -17,6 +17,7 @@ from service.config import Settings, get_settings
 from service.connections.router import router as connections_router
 from service.db import make_engine, migrate
 from service.errors import ServiceError, install_error_handlers
+from service.executions.cache import StatusCache, StatusRefresh
 from service.executions.fastpath import StatusFastPath
 from service.executions.router import router as executions_router
 from service.openapi import install_openapi
@@ -60,19 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Data pipelines defined in JSON, run by Apache Airflow 3.",
         lifespan=lifespan,
     )
-    engine = make_engine(settings.sqlalchemy_url)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
-    app.state.jwt_secret = settings.resolved_jwt_secret()
-    app.state.jwt_audience = settings.jwt_audience
-    app.state.vault = Vault(settings.resolved_encryption_key())
-    app.state.secrets = make_secrets_backend(settings)
-    app.state.airflow = AirflowClient(
-        settings.airflow_url or "", settings.airflow_username, settings.resolved_airflow_password
-    )
-    app.state.publisher = Publisher(settings, app.state.airflow, app.state.sessions)
-    app.state.workers = []
+    _install_state(app, settings)
 
     def wake_workers() -> None:
         for w in app.state.workers:
@@ -83,14 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(StatusFastPath)
-    # Fixed paths first: /v1/pipelines/{pipelineId} would otherwise swallow /v1/pipelines/connections.
-    app.include_router(connections_router)
-    app.include_router(executions_router)
-    app.include_router(schedules_router)  # /v1/pipelines/schedules/...: before /{pipeline_id}
-    app.include_router(templates_router)  # /v1/pipelines/templates/...: before /{pipeline_id}
-    app.include_router(template_provenance_router)
-    app.include_router(pipelines_router)
-    app.include_router(airflow_management_router)
+    _include_routers(app)
 
     @app.get("/health", tags=["health"])
     def health(request: Request) -> dict[str, Any]:
@@ -112,3 +94,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok" if ok else "degraded", "database": db, "airflow": airflow}
 
     return app
+
+
+def _install_state(app: FastAPI, settings: Settings) -> None:
+    """What requests and workers share: database, keys, Airflow client, publisher, status cache."""
+    engine = make_engine(settings.sqlalchemy_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessionmaker(engine, expire_on_commit=False)
+    app.state.jwt_secret = settings.resolved_jwt_secret()
+    app.state.jwt_audience = settings.jwt_audience
+    app.state.vault = Vault(settings.resolved_encryption_key())
+    app.state.secrets = make_secrets_backend(settings)
+    app.state.airflow = AirflowClient(
+        settings.airflow_url or "", settings.airflow_username, settings.resolved_airflow_password
+    )
+    app.state.publisher = Publisher(settings, app.state.airflow, app.state.sessions)
+    app.state.workers = []
+    app.state.status_cache = StatusCache()  # this process's status bodies (service.executions.fastpath too)
+    app.state.status_refresh = StatusRefresh()
+
+
+def _include_routers(app: FastAPI) -> None:
+    # Fixed paths first: /v1/pipelines/{pipelineId} would otherwise swallow /v1/pipelines/connections.
+    app.include_router(connections_router)
+    app.include_router(executions_router)
+    app.include_router(schedules_router)  # /v1/pipelines/schedules/...: before /{pipeline_id}
+    app.include_router(templates_router)  # /v1/pipelines/templates/...: before /{pipeline_id}
+    app.include_router(template_provenance_router)
+    app.include_router(pipelines_router)
+    app.include_router(airflow_management_router)

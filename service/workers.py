@@ -16,9 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.airflow.client import AirflowClient
 from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable, ServiceError
+from service.executions import repository as execution_repo
 from service.executions import service as executions
 from service.executions.models import Execution
+from service.executions.sync import refresh
 from service.pipelines.publisher import Publisher
+from service.schedules.imports import import_scheduled_runs
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ class Worker:
 def dispatch_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:
     down: AirflowUnavailable | None = None
     with session_scope(sessions) as s:
-        for ex, pipeline in executions.pending_submissions(s):
+        for ex, pipeline in execution_repo.pending_submissions(s):
             if executions.ready_to_submit(s, ex, pipeline):
                 try:
                     executions.submit(ex, airflow)
@@ -84,7 +87,7 @@ def _reconcile_one(sessions: sessionmaker[Session], airflow: AirflowClient, exec
         if ex is None:
             return
         try:
-            executions.refresh(ex, airflow, reopen=reopen)
+            refresh(ex, airflow, reopen=reopen)
         except AirflowUnavailable:
             raise
         except ServiceError as exc:
@@ -119,9 +122,9 @@ class ClearedRunsWatch:
             if not page.get("dag_runs") or len(runs) >= int(page.get("total_entries", 0)):
                 break
         with session_scope(self.sessions) as s:
-            reopened = executions.reopened_in_airflow(s, runs)
+            reopened = execution_repo.reopened_in_airflow(s, runs)
         with session_scope(self.sessions) as s:  # runs of the pipelines' schedules become executions
-            for execution_id in executions.import_scheduled_runs(s, self.airflow, runs):
+            for execution_id in import_scheduled_runs(s, self.airflow, runs):
                 log.info("scheduled run %s recorded as an execution", execution_id)
         for execution_id in reopened:
             log.info("execution %s was re-run in Airflow: following it again", execution_id)

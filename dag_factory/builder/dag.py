@@ -31,7 +31,15 @@ from dag_factory.operators import (
     SqlTransformOperator,
     StageTableOperator,
 )
-from dag_factory.spec.models import TEARDOWN_TASK_ID, PipelineDefinition, PythonStep
+from dag_factory.spec.models import PipelineDefinition, PythonStep
+from dag_factory.spec.task_ids import (
+    STAGING_SETUP_TASK_ID,
+    TEARDOWN_TASK_ID,
+    quality_task,
+    sink_task,
+    source_task,
+    transformation_task,
+)
 from dag_factory.spec.validate import step_key, validate_definition
 
 # A pendulum DateTime already: the DAG would convert a datetime on every build.
@@ -128,7 +136,7 @@ def _source_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks
             continue
         where = f" where `{src.where}`" if src.where else ""
         tasks[("dataset", name)] = StageTableOperator(
-            task_id=f"sources.{name}",
+            task_id=source_task(name),
             source_conn_id=conn(src.connection),
             staging_conn_id=staging,
             table=src.table,
@@ -144,7 +152,7 @@ def _transformation_task(t: Any, staging: str, common: dict[str, Any]) -> Any:
     inputs = ", ".join(t.input_names()) or "no input"
     if isinstance(t, PythonStep):
         return PythonStepOperator(
-            task_id=f"transformations.{t.name}",
+            task_id=transformation_task(t.name),
             staging_conn_id=staging,
             dataset=t.name,
             callable_path=t.callable,
@@ -155,7 +163,7 @@ def _transformation_task(t: Any, staging: str, common: dict[str, Any]) -> Any:
         )
     sql = transformation_sql(t)
     return SqlTransformOperator(
-        task_id=f"transformations.{t.name}",
+        task_id=transformation_task(t.name),
         staging_conn_id=staging,
         dataset=t.name,
         sql=sql,
@@ -174,7 +182,7 @@ def _sink_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: 
             tasks[("sink", name)] = sql_sink_task(name, sink, conn, staging, _step_args(sink, common))
             continue
         tasks[("sink", name)] = LoadTableOperator(
-            task_id=f"sinks.{name}",
+            task_id=sink_task(name),
             staging_conn_id=staging,
             sink_conn_id=conn(sink.connection),
             dataset=sink.input,
@@ -222,7 +230,7 @@ def _quality_tasks(definition: PipelineDefinition, conn: Any, staging: str, task
             args = {**common, "retries": 0}  # a failed expectation does not pass by trying again
             if sink is not None and sink.type not in SINK_TASKS:  # a table: checked once loaded
                 qc = QualityCheckOperator(
-                    task_id=f"quality.{name}", conn_id=conn(sink.connection), table=sink.table, checks=checks,
+                    task_id=quality_task(name), conn_id=conn(sink.connection), table=sink.table, checks=checks,
                     dataset=name, doc_md=doc, **args,
                 )  # fmt: skip
                 qc.set_upstream(tasks[("sink", name)])
@@ -233,7 +241,7 @@ def _quality_tasks(definition: PipelineDefinition, conn: Any, staging: str, task
             else:
                 staged, readers = name, list(tasks[("dataset", name)].downstream_list)
             qc = QualityCheckOperator(
-                task_id=f"quality.{name}", conn_id=staging, table=staged, staged=True, checks=checks,
+                task_id=quality_task(name), conn_id=staging, table=staged, staged=True, checks=checks,
                 dataset=name, doc_md=f"{doc} (on the staged `{staged}`)", **args,
             )  # fmt: skip
             qc.set_upstream(tasks[("dataset", staged)])
@@ -283,36 +291,43 @@ def build_dag(
         **_alerts(definition, dag_id, conn),
         **(_config_defaults() | ({"max_active_tasks": o.concurrency} if o.concurrency else {})),
     ) as dag:
-        prepare = PrepareStagingOperator(
-            task_id="prepare_staging",
-            conn_ids=[staging],
-            doc_md="Creates this run's staging schema in the staging database.",
-            **common,
-        )
-        tasks: Tasks = {}
-        with _group("sources", "extract every source into the run's staging schema", len(definition.sources)):
-            _source_tasks(definition, conn, staging, tasks, common)
-        with _group("transformations", "pushed down into the staging database", len(definition.transformations)):
-            for t in definition.transformations:
-                tasks[("dataset", t.name)] = _transformation_task(t, staging, common)
-        with _group("sinks", "load staged datasets into their target tables", len(definition.sinks)):
-            _sink_tasks(definition, conn, staging, tasks, common)
-        _wire(definition, tasks, prepare)
-        checks = _quality_tasks(definition, conn, staging, tasks, common)
-        # Incremental sources: their marks are saved only once every sink and check has passed.
-        commit = watermark_task(definition, staging, common)
-        if commit is not None:
-            commit.set_upstream([*(tasks[("sink", n)] for n in definition.sinks), *checks])
-            checks = [*checks, commit]
-        cleanup = CleanupStagingOperator(
-            task_id=TEARDOWN_TASK_ID,
-            conn_ids=[staging, *sink_conns],
-            doc_md="Drops this run's staging schema, whatever the outcome of the run.",
-            **common,
-        )
-        cleanup.set_upstream([*(tasks[("sink", n)] for n in definition.sinks), *checks])
-        cleanup.as_teardown(setups=prepare)
+        _pipeline_tasks(definition, conn, staging, sink_conns, common)
     return dag
+
+
+def _pipeline_tasks(
+    definition: PipelineDefinition, conn: Any, staging: str, sink_conns: list[str], common: dict[str, Any]
+) -> None:
+    """Every task of the DAG being built (called inside its `with DAG(...)`), wired: setup, stages, teardown."""
+    prepare = PrepareStagingOperator(
+        task_id=STAGING_SETUP_TASK_ID,
+        conn_ids=[staging],
+        doc_md="Creates this run's staging schema in the staging database.",
+        **common,
+    )
+    tasks: Tasks = {}
+    with _group("sources", "extract every source into the run's staging schema", len(definition.sources)):
+        _source_tasks(definition, conn, staging, tasks, common)
+    with _group("transformations", "pushed down into the staging database", len(definition.transformations)):
+        for t in definition.transformations:
+            tasks[("dataset", t.name)] = _transformation_task(t, staging, common)
+    with _group("sinks", "load staged datasets into their target tables", len(definition.sinks)):
+        _sink_tasks(definition, conn, staging, tasks, common)
+    _wire(definition, tasks, prepare)
+    checks = _quality_tasks(definition, conn, staging, tasks, common)
+    # Incremental sources: their marks are saved only once every sink and check has passed.
+    commit = watermark_task(definition, staging, common)
+    if commit is not None:
+        commit.set_upstream([*(tasks[("sink", n)] for n in definition.sinks), *checks])
+        checks = [*checks, commit]
+    cleanup = CleanupStagingOperator(
+        task_id=TEARDOWN_TASK_ID,
+        conn_ids=[staging, *sink_conns],
+        doc_md="Drops this run's staging schema, whatever the outcome of the run.",
+        **common,
+    )
+    cleanup.set_upstream([*(tasks[("sink", n)] for n in definition.sinks), *checks])
+    cleanup.as_teardown(setups=prepare)
 
 
 def load_pipeline_dag(config_json: str) -> DAG:

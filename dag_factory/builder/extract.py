@@ -20,6 +20,7 @@ from dag_factory.operators import (
     UnionPartitionsOperator,
 )
 from dag_factory.spec.models import PipelineDefinition
+from dag_factory.spec.task_ids import partition_bounds_task, partition_task, sink_task, source_task
 
 
 def is_extraction(src: Any) -> bool:
@@ -55,12 +56,12 @@ def extraction_task(name: str, src: Any, source_conn: str, staging: str, args: d
     reader = _reader_args(name, src, source_conn, staging)
     batch = {"batch_size": src.batch_size} if src.type == "sql" else {}
     if not src.partitions:
-        return ExtractOperator(task_id=f"sources.{name}", doc_md=_describe(src), **reader, **batch, **args)
+        return ExtractOperator(task_id=source_task(name), doc_md=_describe(src), **reader, **batch, **args)
     p, count = src.partitions, src.partitions.size
     column = src.partition_column()
     with TaskGroup(f"{name}_partitions", tooltip=f"{count} partitions of {name}", prefix_group_id=False) as group:
         plan = PlanPartitionsOperator(
-            task_id=f"sources.{name}.bounds",
+            task_id=partition_bounds_task(name),
             column=column,
             count=count,
             bounds=p.bounds,
@@ -70,7 +71,7 @@ def extraction_task(name: str, src: Any, source_conn: str, staging: str, args: d
         )
         parts = [
             ExtractOperator(
-                task_id=f"sources.{name}.part_{i}",
+                task_id=partition_task(name, i),
                 partition={"index": i, "count": count, "plan_task_id": plan.task_id},
                 doc_md=f"Partition {i + 1} of {count}. " + _describe(src),
                 **reader,
@@ -80,7 +81,7 @@ def extraction_task(name: str, src: Any, source_conn: str, staging: str, args: d
             for i in range(count)
         ]
         union = UnionPartitionsOperator(
-            task_id=f"sources.{name}",
+            task_id=source_task(name),
             staging_conn_id=staging,
             dataset=name,
             count=count,
@@ -111,7 +112,7 @@ def sql_sink_task(name: str, sink: Any, conn: Any, staging: str, args: dict[str,
     from dag_factory.operators import SqlLoadOperator
 
     return SqlLoadOperator(
-        task_id=f"sinks.{name}",
+        task_id=sink_task(name),
         staging_conn_id=staging,
         sink_conn_id=conn(sink.connection),
         dataset=sink.input,

@@ -11,13 +11,14 @@ from typing import Any
 
 from dag_factory.operators import StageHttpOperator, StageObjectsOperator, WriteObjectsOperator
 from dag_factory.spec.models import FileSink, FileSource, HttpSource, S3Sink, S3Source
+from dag_factory.spec.task_ids import sink_task, source_task
 
 Factory = Callable[[str, Any, Callable[[str], str], str, dict[str, Any]], Any]
 
 
 def _file_source(name: str, src: FileSource, conn: Callable[[str], str], staging: str, args: dict) -> Any:
     return StageObjectsOperator(
-        task_id=f"sources.{name}",
+        task_id=source_task(name),
         store="file",
         staging_conn_id=staging,
         dataset=name,
@@ -32,7 +33,7 @@ def _file_source(name: str, src: FileSource, conn: Callable[[str], str], staging
 
 def _s3_source(name: str, src: S3Source, conn: Callable[[str], str], staging: str, args: dict) -> Any:
     return StageObjectsOperator(
-        task_id=f"sources.{name}",
+        task_id=source_task(name),
         store="s3",
         conn_id=conn(src.connection),
         bucket=src.bucket,
@@ -51,7 +52,7 @@ def _s3_source(name: str, src: S3Source, conn: Callable[[str], str], staging: st
 def _http_source(name: str, src: HttpSource, conn: Callable[[str], str], staging: str, args: dict) -> Any:
     pagination = src.pagination.model_dump() if src.pagination else None
     return StageHttpOperator(
-        task_id=f"sources.{name}",
+        task_id=source_task(name),
         conn_id=conn(src.connection),
         staging_conn_id=staging,
         dataset=name,
@@ -73,7 +74,7 @@ def _object_sink(name: str, sink: FileSink | S3Sink, conn: Callable[[str], str],
     )
     parts = f", partitioned by {', '.join(sink.partition_by)}" if sink.partition_by else ""
     return WriteObjectsOperator(
-        task_id=f"sinks.{name}",
+        task_id=sink_task(name),
         store=sink.type,
         conn_id=conn(sink.connection) if isinstance(sink, S3Sink) else None,
         bucket=sink.bucket if isinstance(sink, S3Sink) else None,

@@ -17,7 +17,8 @@ from dag_factory.operators.staging import (
     run_schema,
     staging_schema,
 )
-from dag_factory.operators.watermark import WATERMARK_TASK_ID, CommitWatermarksOperator
+from dag_factory.operators.watermark import CommitWatermarksOperator
+from dag_factory.spec.task_ids import WATERMARK_TASK_ID
 
 __all__ = [
     "WATERMARK_TASK_ID",

@@ -19,8 +19,8 @@ from psycopg import sql
 from dag_factory.hooks.postgres import PostgresHook
 from dag_factory.hooks.sql import decode_value
 from dag_factory.operators.base import PipelineOperator
+from dag_factory.spec.task_ids import source_task
 
-WATERMARK_TASK_ID = "commit_watermarks"
 STATE_SCHEMA = "pipeline_state"
 _TABLE = sql.Identifier(STATE_SCHEMA, "watermarks")
 _DDL = sql.SQL(
@@ -104,7 +104,7 @@ class CommitWatermarksOperator(PipelineOperator):
         ti = context["ti"]
         marks = []
         for name, column in self.sources.items():
-            result = ti.xcom_pull(task_ids=f"sources.{name}") or {}
+            result = ti.xcom_pull(task_ids=source_task(name)) or {}
             mark = result.get("watermark") if isinstance(result, dict) else None
             if mark:
                 marks.append((name, column, mark))

@@ -1,8 +1,8 @@
 """The definition language: pydantic models and their validation. Imports no Airflow."""
 
+from dag_factory.spec import task_ids
 from dag_factory.spec.expectations import known_expectations
 from dag_factory.spec.models import (
-    TEARDOWN_TASK_ID,
     Aggregate,
     Deduplicate,
     Filter,
@@ -21,6 +21,7 @@ from dag_factory.spec.models import (
     SqlSource,
     SqlTransform,
 )
+from dag_factory.spec.task_ids import QUALITY_PREFIX, TEARDOWN_TASK_ID
 from dag_factory.spec.validate import (
     callable_allowed,
     json_path,
@@ -30,6 +31,7 @@ from dag_factory.spec.validate import (
 )
 
 __all__ = [
+    "QUALITY_PREFIX",
     "TEARDOWN_TASK_ID",
     "Aggregate",
     "Deduplicate",
@@ -52,6 +54,7 @@ __all__ = [
     "json_path",
     "known_expectations",
     "sql_table_refs",
+    "task_ids",
     "validate_definition",
     "validate_parameters",
 ]

@@ -11,9 +11,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# The task that drops a run's staging schema: an Airflow teardown, so it runs even when the run is cancelled.
-TEARDOWN_TASK_ID = "cleanup_staging"
-
 # Dataset names become table names in the per-run staging schema, so they must be plain SQL identifiers.
 DatasetName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 # A connection is referenced by its name in the tenant (the service maps it to an Airflow conn_id).

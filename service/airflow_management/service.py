@@ -18,7 +18,7 @@ from service.airflow_management.schemas import (
     TriggerIn,
 )
 from service.errors import NotFound
-from service.executions.service import render_event
+from service.executions.logtext import render_event
 from service.schemas import Page
 
 AIRFLOW_PAGE = 100

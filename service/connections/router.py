@@ -10,6 +10,7 @@ from service.connections import repository, service
 from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut
 from service.db import DbSession
 from service.deps import Airflow, VaultDep
+from service.merge_patch import PATCH_OPENAPI, MergePatch
 from service.schemas import Page, PageNumber, PageSize
 from service.secrets import SecretsBackend
 
@@ -71,6 +72,24 @@ def update_connection(
     policy: Policy,
 ) -> ConnectionOut:
     return service.to_out(service.update(session, principal, connection_id, body, airflow, vault, secrets, policy))
+
+
+@router.patch(
+    "/{connection_id}", response_model=ConnectionOut, response_model_by_alias=True, openapi_extra=PATCH_OPENAPI
+)
+def patch_connection(
+    connection_id: str,
+    body: MergePatch,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    airflow: Airflow,
+    vault: VaultDep,
+    secrets: Secrets,
+    policy: Policy,
+) -> ConnectionOut:
+    """JSON Merge Patch of the PUT body without secrets: credentials stay unless the patch names them."""
+    conn = service.patch(session, principal, connection_id, body, airflow, vault, secrets, policy)
+    return service.to_out(conn)
 
 
 @router.post("/{connection_id}/test", response_model=ConnectionTestOut, response_model_by_alias=True)

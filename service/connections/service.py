@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_connection, build_spec
 from connections.network import NetworkDenied, NetworkPolicy, current_policy, policy_of
 from connections.testing import Stage, TestResult, check_connection
-from connections.types import SQL_TYPES
+from connections.types import SQL_TYPES, is_sqlite
 from dag_factory.spec.models import connection_names_of
 from service import naming
 from service.airflow.client import AirflowClient
@@ -26,6 +26,7 @@ from service.connections import repository
 from service.connections.models import Connection
 from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut, StageOut
 from service.errors import Conflict, NotFound, ServiceError, UpstreamError, ValidationFailed
+from service.merge_patch import patched
 from service.pipelines import repository as pipeline_repo
 from service.secrets import SecretsBackend, Vault, resolve
 
@@ -224,6 +225,38 @@ def update(
     session.flush()
     materialise(airflow, conn, creds, vault)
     return conn
+
+
+def put_body(conn: Connection) -> dict[str, Any]:
+    """The PUT body that would leave the connection as it is, secrets left out: what a merge patch applies to.
+
+    Header values stay masked (a PUT keeps the stored value of a masked header). Neither `credentials` nor
+    `credentialSecretRef` is in it: as in a PUT, a patch naming neither keeps the stored credentials, and a
+    patch naming either replaces them. Only the fields the type takes are given (s3 derives its endpoint from
+    properties; a SQLite file is its url)."""
+    body: dict[str, Any] = {"name": conn.name, "type": conn.type, "properties": _masked(conn.properties)}
+    if is_sqlite(conn.type, conn.port):
+        return {**body, "url": f"sqlite:///{conn.database}"}
+    if conn.type in SQL_TYPES:
+        return {**body, "host": conn.host, "port": conn.port, "database": conn.database}
+    if conn.type == "http":
+        return {**body, "host": conn.host, "port": conn.port}
+    return body
+
+
+def patch(
+    session: Session,
+    principal: Principal,
+    connection_id: str,
+    changes: dict[str, Any],
+    airflow: AirflowClient,
+    vault: Vault,
+    secrets: SecretsBackend,
+    policy: NetworkPolicy | None = None,
+) -> Connection:
+    """A merge patch: the merged document goes through `update`, as a PUT body would."""
+    body = patched(ConnectionIn, put_body(get_or_404(session, principal.tenant_id, connection_id)), changes)
+    return update(session, principal, connection_id, body, airflow, vault, secrets, policy)
 
 
 def _stored_or_400(conn: Connection, vault: Vault, secrets: SecretsBackend) -> Credentials | None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from service.auth import verify_token
 from service.errors import ServiceError
-from service.executions.service import status_cache
 
 _PATH = re.compile(r"^/v1/pipelines/executions/([^/]+)$")
 
@@ -31,6 +30,7 @@ class StatusFastPath:
             match = _PATH.match(scope["path"])
             key = _cache_key(scope, match.group(1)) if match else None
             if key is not None:
+                status_cache = scope["app"].state.status_cache
                 body, claimed = status_cache.lookup(key)
                 if body is not None:
                     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

@@ -8,6 +8,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
 
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
+STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+RUN_STATE = {"queued": QUEUED, "running": RUNNING, "success": COMPLETED, "failed": FAILED}  # Airflow's -> ours
+DONE_TASK_STATES = frozenset({"success", "skipped", "failed", "upstream_failed", "removed"})  # Airflow's
+
 
 class Execution(Base):
     __tablename__ = "executions"

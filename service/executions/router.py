@@ -10,8 +10,10 @@ from service.auth import CurrentPrincipal
 from service.db import DbSession, run_after_commit, session_scope, session_slot
 from service.deps import Airflow
 from service.errors import AirflowUnavailable, ValidationFailed
-from service.executions import service
+from service.executions import repository, service, streams
+from service.executions.models import STATUSES, TERMINAL
 from service.executions.schemas import ExecuteIn, ExecutionOut, LogsOut
+from service.executions.sync import refresh, to_out
 from service.schemas import Page, PageNumber, PageSize, UtcDateTime
 
 router = APIRouter(tags=["executions"])
@@ -29,7 +31,7 @@ def execute_pipeline(
     ex = service.execute(session, principal, pipeline_id, body or ExecuteIn(), rate_per_minute=rate)
     # Submission happens after the commit (outbox): an accepted execution exists even if Airflow is down.
     run_after_commit(session, request.app.state.wake_workers)
-    return service.to_out(ex)
+    return to_out(ex)
 
 
 @router.get("/v1/pipelines/executions", response_model=Page[ExecutionOut], response_model_by_alias=True)
@@ -46,9 +48,9 @@ def list_executions(
     page: PageNumber = 0,
     size: PageSize = 20,
 ) -> Page[ExecutionOut]:
-    if status is not None and status not in service.STATUSES:
+    if status is not None and status not in STATUSES:
         raise ValidationFailed(
-            f"status must be one of {', '.join(service.STATUSES)}",
+            f"status must be one of {', '.join(STATUSES)}",
             details=[{"path": "status", "message": "unknown status"}],
         )
     for name, value in (("from", submitted_from), ("to", submitted_to)):
@@ -59,7 +61,7 @@ def list_executions(
             )
     if submitted_from and submitted_to and submitted_from > submitted_to:
         raise ValidationFailed("from is after to", details=[{"path": "from", "message": "must not be after 'to'"}])
-    rows, total = service.list_page(
+    rows, total = repository.list_page(
         session,
         principal.tenant_id,
         pipeline_id=pipeline_id,
@@ -70,7 +72,7 @@ def list_executions(
         offset=page * size,
         limit=size,
     )
-    return Page[ExecutionOut](items=[service.to_out(e) for e in rows], total=total, page=page, size=size)
+    return Page[ExecutionOut](items=[to_out(e) for e in rows], total=total, page=page, size=size)
 
 
 @router.get("/v1/pipelines/executions/{execution_id}", response_model=ExecutionOut, response_model_by_alias=True)
@@ -78,21 +80,22 @@ async def get_execution(execution_id: str, principal: CurrentPrincipal, request:
     # The hottest read (clients poll it). A per-process cache answers repeated polls without the database;
     # a miss reads the row (refreshing it from Airflow when stale) in the thread pool, serialised once.
     key = (principal.tenant_id, execution_id)
-    body = service.status_cache.get(key)
+    status_cache = request.app.state.status_cache
+    body = status_cache.get(key)
     if body is None:
         async with session_slot(request):
             body, ttl = await run_in_threadpool(_status_json, request, principal.tenant_id, execution_id)
-        service.status_cache.put(key, body, ttl)
+        status_cache.put(key, body, ttl)
     return Response(body, media_type="application/json")
 
 
 def _status_json(request: Request, tenant_id: str, execution_id: str) -> tuple[bytes, float]:
     settings = request.app.state.settings
     with session_scope(request.app.state.sessions) as session:
-        ex = service.get_or_404(session, tenant_id, execution_id)
-        service.read_status(ex, request.app.state.airflow, settings.status_max_age_seconds)
-        out = service.to_out(ex)
-    ttl = settings.status_cache_seconds if out.status in service.TERMINAL else settings.status_max_age_seconds
+        ex = repository.get_or_404(session, tenant_id, execution_id)
+        request.app.state.status_refresh.read_status(ex, request.app.state.airflow, settings.status_max_age_seconds)
+        out = to_out(ex)
+    ttl = settings.status_cache_seconds if out.status in TERMINAL else settings.status_max_age_seconds
     return out.model_dump_json(by_alias=True).encode(), ttl
 
 
@@ -100,28 +103,28 @@ def _status_json(request: Request, tenant_id: str, execution_id: str) -> tuple[b
     "/v1/pipelines/executions/{execution_id}/cancel", response_model=ExecutionOut, response_model_by_alias=True
 )
 def cancel_execution(
-    execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow
+    execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, request: Request
 ) -> ExecutionOut:
-    ex = service.get_or_404(session, principal.tenant_id, execution_id)
-    service.refresh(ex, airflow)
+    ex = repository.get_or_404(session, principal.tenant_id, execution_id)
+    refresh(ex, airflow)
     service.cancel(ex, airflow)
-    service.status_cache.drop((principal.tenant_id, ex.id))
-    return service.to_out(ex)
+    request.app.state.status_cache.drop((principal.tenant_id, ex.id))
+    return to_out(ex)
 
 
 @router.post("/v1/pipelines/executions/{execution_id}/retry", response_model=ExecutionOut, response_model_by_alias=True)
 def retry_execution(
     execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, request: Request
 ) -> ExecutionOut:
-    ex = service.get_or_404(session, principal.tenant_id, execution_id)
+    ex = repository.get_or_404(session, principal.tenant_id, execution_id)
     try:
-        service.refresh(ex, airflow, reopen=True)  # it may have been re-run in Airflow already
+        refresh(ex, airflow, reopen=True)  # it may have been re-run in Airflow already
     except AirflowUnavailable:
         pass
     service.retry(session, ex, airflow)
-    service.status_cache.drop((principal.tenant_id, ex.id))
+    request.app.state.status_cache.drop((principal.tenant_id, ex.id))
     run_after_commit(session, request.app.state.wake_workers)
-    return service.to_out(ex)
+    return to_out(ex)
 
 
 @router.get(
@@ -141,13 +144,13 @@ def execution_logs(
     lines: Annotated[int, Query(ge=1, le=10_000)] = 100,
     follow: Annotated[bool, Query(description="stream new lines as Server-Sent Events until the task ends")] = False,
 ) -> Any:
-    ex = service.get_or_404(session, principal.tenant_id, execution_id)
+    ex = repository.get_or_404(session, principal.tenant_id, execution_id)
     if follow:
         if task and ex.submitted:
-            service.check_task(ex, airflow, task)  # a wrong name is a 404/400 now, not inside the stream
-        stream = service.follow_logs(airflow, ex, task, lines, POLL_SECONDS)
+            streams.check_task(ex, airflow, task)  # a wrong name is a 404/400 now, not inside the stream
+        stream = streams.follow_logs(airflow, ex, task, lines, POLL_SECONDS)
         return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
-    return LogsOut(execution_id=ex.id, task=task, lines=service.logs(ex, airflow, task, lines))
+    return LogsOut(execution_id=ex.id, task=task, lines=streams.logs(ex, airflow, task, lines))
 
 
 @router.get(
@@ -157,10 +160,11 @@ def execution_logs(
 def execution_events(
     execution_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, request: Request
 ) -> StreamingResponse:
-    ex = service.get_or_404(session, principal.tenant_id, execution_id)
-    stream = service.execution_events(
+    ex = repository.get_or_404(session, principal.tenant_id, execution_id)
+    stream = streams.execution_events(
         request.app.state.sessions,
         airflow,
+        request.app.state.status_refresh,
         ex.id,
         request.app.state.settings.status_max_age_seconds,
         POLL_SECONDS,

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from service.auth import CurrentPrincipal
 from service.db import DbSession, run_after_commit
 from service.errors import NotFound, ValidationFailed
+from service.merge_patch import PATCH_OPENAPI, MergePatch
 from service.pipelines import repository, service
 from service.pipelines.schemas import PipelineIn, PipelineOut, PipelineVersionOut
 from service.schemas import Page, PageNumber, PageSize
@@ -76,6 +77,16 @@ def update_pipeline(
     pipeline_id: str, body: PipelineIn, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> PipelineOut:
     pipeline = service.update(session, principal, pipeline_id, body)
+    run_after_commit(session, request.app.state.wake_workers)
+    return service.to_out(session, pipeline)
+
+
+@router.patch("/{pipeline_id}", response_model=PipelineOut, response_model_by_alias=True, openapi_extra=PATCH_OPENAPI)
+def patch_pipeline(
+    pipeline_id: str, body: MergePatch, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> PipelineOut:
+    """JSON Merge Patch of the PUT body (description, tags, any part of the definition); stored as a PUT."""
+    pipeline = service.patch(session, principal, pipeline_id, body)
     run_after_commit(session, request.app.state.wake_workers)
     return service.to_out(session, pipeline)
 

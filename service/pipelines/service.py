@@ -15,6 +15,7 @@ from service import naming
 from service.auth import Principal
 from service.connections import repository as connection_repo
 from service.errors import Conflict, NotFound, ValidationFailed
+from service.merge_patch import patched
 from service.pipelines import repository
 from service.pipelines.models import Pipeline, PipelineVersion
 from service.pipelines.schemas import PipelineIn, PipelineOut
@@ -173,6 +174,24 @@ def update(session: Session, principal: Principal, pipeline_id: str, body: Pipel
     pipeline.status_detail = None
     session.flush()
     return pipeline
+
+
+def put_body(session: Session, pipeline: Pipeline) -> dict[str, Any]:
+    """The PUT body that would leave the pipeline as it is: what a merge patch applies to."""
+    body = {
+        "name": pipeline.name,
+        "version": pipeline.version,
+        "description": pipeline.description,
+        "definition": repository.current_version(session, pipeline).definition,
+        "tags": list(pipeline.tags),
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def patch(session: Session, principal: Principal, pipeline_id: str, changes: dict[str, Any]) -> Pipeline:
+    """A merge patch: the merged document is a PUT body, validated and stored by `update`."""
+    pipeline = get_or_404(session, principal.tenant_id, pipeline_id)
+    return update(session, principal, pipeline_id, patched(PipelineIn, put_body(session, pipeline), changes))
 
 
 def to_out(session: Session, pipeline: Pipeline, with_definition: bool = True) -> PipelineOut:

@@ -8,6 +8,7 @@ from service.auth import CurrentPrincipal
 from service.db import DbSession, run_after_commit
 from service.executions import service as executions
 from service.executions.schemas import ExecutionOut
+from service.merge_patch import PATCH_OPENAPI, MergePatch
 from service.schedules import repository, service
 from service.schedules.schemas import ScheduleIn, ScheduleOut
 from service.schemas import Page, PageNumber, PageSize
@@ -46,6 +47,16 @@ def update_schedule(
     schedule_id: str, body: ScheduleIn, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> ScheduleOut:
     schedule = service.update(session, principal, schedule_id, body)
+    run_after_commit(session, request.app.state.wake_workers)
+    return service.to_out(schedule)
+
+
+@router.patch("/{schedule_id}", response_model=ScheduleOut, response_model_by_alias=True, openapi_extra=PATCH_OPENAPI)
+def patch_schedule(
+    schedule_id: str, body: MergePatch, principal: CurrentPrincipal, session: DbSession, request: Request
+) -> ScheduleOut:
+    """JSON Merge Patch of the PUT body: `{"enabled": false}` takes the schedule out of the DAG's timetable."""
+    schedule = service.patch(session, principal, schedule_id, body)
     run_after_commit(session, request.app.state.wake_workers)
     return service.to_out(schedule)
 

@@ -107,6 +107,9 @@ def _bodies() -> dict[tuple[str, str], Any]:
         ("PUT", "/v1/pipelines/connections/{connection_id}"): connection_body("sales-database"),
         ("PUT", "/v1/pipelines/{pipeline_id}"): example("acme-secret-etl"),
         ("PUT", "/v1/pipelines/schedules/{schedule_id}"): schedule,
+        ("PATCH", "/v1/pipelines/connections/{connection_id}"): {"properties": {"applicationName": "b"}},
+        ("PATCH", "/v1/pipelines/{pipeline_id}"): {"description": "b"},
+        ("PATCH", "/v1/pipelines/schedules/{schedule_id}"): {"enabled": False},
         ("POST", "/v1/pipelines/{pipeline_id}/execute"): {},
         ("POST", "/v1/pipelines/templates/{template_id}/create"): {"pipelineName": "from-a-template"},
         ("POST", "/v1/airflow/dags/{dag_id}/trigger"): {},
@@ -231,7 +234,7 @@ def _airflow_state(svc: Service, a: TenantA) -> tuple[bool, set[str]]:
 
 
 def _assert_a_intact(svc: Service, a: TenantA) -> None:
-    """B's PUTs, DELETEs and cancels changed nothing of A's: they never reached it."""
+    """B's PUTs, PATCHes, DELETEs and cancels changed nothing of A's: they never reached it."""
     api = svc.api(A)
     for url in (
         f"/v1/pipelines/{a.ids['pipeline_id']}",

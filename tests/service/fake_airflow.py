@@ -21,6 +21,15 @@ from typing import Any
 
 import httpx
 
+from dag_factory.spec.task_ids import (
+    STAGING_SETUP_TASK_ID,
+    TEARDOWN_TASK_ID,
+    quality_task,
+    sink_task,
+    source_task,
+    transformation_task,
+)
+
 SENTINEL_DAG_ID = "pipeline_service_sentinel"
 USERNAME, PASSWORD = "admin", "x"
 _DONE = {"success", "failed", "skipped", "upstream_failed", "removed"}
@@ -42,12 +51,12 @@ def task_ids(definition: dict[str, Any]) -> list[str]:
     """The task ids dag_factory gives a definition's DAG (task groups prefix them)."""
     checked = dict.fromkeys(c["dataset"] for c in definition.get("quality_checks", []))
     return [
-        "prepare_staging",
-        *(f"sources.{name}" for name in definition["sources"]),
-        *(f"transformations.{t['name']}" for t in definition.get("transformations", [])),
-        *(f"sinks.{name}" for name in definition["sinks"]),
-        *(f"quality.{name}" for name in checked),
-        "cleanup_staging",
+        STAGING_SETUP_TASK_ID,
+        *(source_task(name) for name in definition["sources"]),
+        *(transformation_task(t["name"]) for t in definition.get("transformations", [])),
+        *(sink_task(name) for name in definition["sinks"]),
+        *(quality_task(name) for name in checked),
+        TEARDOWN_TASK_ID,
     ]
 
 

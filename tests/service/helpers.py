@@ -77,6 +77,11 @@ class Api:
     def delete(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("DELETE", url, **kwargs)
 
+    def patch(self, url: str, changes: Any, content_type: str = "application/merge-patch+json") -> httpx.Response:
+        """A JSON Merge Patch (RFC 7396), by default with its own media type."""
+        headers = {**self.headers, "Content-Type": content_type}
+        return self.client.request("PATCH", url, headers=headers, content=json.dumps(changes))
+
     def create_connection(self, name: str, **fields: Any) -> dict[str, Any]:
         resp = self.post("/v1/pipelines/connections", json=connection_body(name, **fields))
         assert resp.status_code == 201, resp.text

@@ -12,7 +12,6 @@ from sqlalchemy import select
 
 from service.errors import AirflowUnavailable
 from service.executions.models import Execution
-from service.executions.service import status_cache
 from service.workers import ClearedRunsWatch, reconcile_step
 from tests.service.fake_airflow import task_ids
 from tests.service.helpers import EXAMPLE, Api, Service, example, expect_error
@@ -460,7 +459,7 @@ def test_a_fresh_status_is_served_from_the_database(svc: Service, acme: Api, sub
         acme.execution(submitted["executionId"])
     assert len(svc.fake.requests) == before  # no Airflow call while the row is fresh
     svc.settings.status_max_age_seconds = 0
-    status_cache.drop(("acme", submitted["executionId"]))  # the body cached for the old max age
+    svc.app.state.status_cache.drop(("acme", submitted["executionId"]))  # the body cached for the old max age
     acme.execution(submitted["executionId"])
     assert len(svc.fake.requests) > before
 

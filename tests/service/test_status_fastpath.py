@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from service.auth import current_principal, mint_token
-from service.executions.service import StatusCache
+from service.executions.cache import StatusCache
 from service.workers import reconcile_step
 from tests.service.fake_airflow import task_ids
 from tests.service.helpers import EXAMPLE, Api, Service, expect_error
