@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 LOCK := requirements.lock
 
-.PHONY: up test install lint bench clean lock
+.PHONY: up test test-fast install lint check bench clean lock
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,15 +26,22 @@ install: $(STAMP)
 up: install
 	$(VENV)/bin/pipeline-service up
 
-test: install
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: check
 	$(PY) tests/preflight.py
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Everything but the end-to-end tests (no Airflow started): a few minutes.
+test-fast: check
+	$(PY) tests/preflight.py
+	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Lint and the layer contracts ([tool.importlinter] in pyproject.toml): seconds, no database, no Airflow.
+check: lint
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/publish_and_execute.py

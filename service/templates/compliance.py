@@ -201,32 +201,38 @@ def apply_packs(template: Template, definition: dict[str, Any], params: dict[str
         sink["input"] = guarded[original]
     checks += _leak_checks(template, d["sinks"], masks, {c.get("name") for c in checks if isinstance(c, dict)})
     if "SOX" in template.compliance:
-        sinks = dict(d["sinks"])
-        # The audit table lives in the first database sink's database (file and object sinks have none).
-        first = next((s for s in sinks.values() if s.get("type") in ("postgres", "sql") and s.get("connection")), None)
-        if first is None:
-            from service.templates.catalog import TemplateError
-
-            message = "SOX writes its audit record next to a database sink (postgres or sql): there is none"
-            raise TemplateError([{"path": "compliance", "message": message}])
-        audit_input = _free_name("sox_audit_record", taken)
-        transformations.append(
-            {
-                "name": audit_input,
-                "type": "sql_transform",
-                "inputs": sorted({s["input"] for s in sinks.values()}),
-                "sql": _audit_sql(template, sinks),
-            }
-        )
-        d["sinks"][AUDIT_SINK] = {
-            "type": "postgres",
-            "connection": first["connection"],
-            "table": params["AUDIT_TABLE"],
-            "input": audit_input,
-            "mode": "append",
-            "depends_on": list(sinks),
-        }
+        _add_sox_audit(template, d, params, taken)
     return d
+
+
+def _add_sox_audit(template: Template, d: dict[str, Any], params: dict[str, Any], taken: set[Any]) -> None:
+    """SOX: one audit row per sink and run, appended next to the first database sink after every sink loaded."""
+    transformations: list[dict[str, Any]] = d["transformations"]
+    sinks = dict(d["sinks"])
+    # The audit table lives in the first database sink's database (file and object sinks have none).
+    first = next((s for s in sinks.values() if s.get("type") in ("postgres", "sql") and s.get("connection")), None)
+    if first is None:
+        from service.templates.catalog import TemplateError
+
+        message = "SOX writes its audit record next to a database sink (postgres or sql): there is none"
+        raise TemplateError([{"path": "compliance", "message": message}])
+    audit_input = _free_name("sox_audit_record", taken)
+    transformations.append(
+        {
+            "name": audit_input,
+            "type": "sql_transform",
+            "inputs": sorted({s["input"] for s in sinks.values()}),
+            "sql": _audit_sql(template, sinks),
+        }
+    )
+    d["sinks"][AUDIT_SINK] = {
+        "type": "postgres",
+        "connection": first["connection"],
+        "table": params["AUDIT_TABLE"],
+        "input": audit_input,
+        "mode": "append",
+        "depends_on": list(sinks),
+    }
 
 
 def _leak_checks(template: Template, sinks: dict[str, Any], masks: dict[str, str], taken: set[Any]) -> list[dict]:
