@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 LOCK := requirements.lock
 
-.PHONY: up test test-fast install lint check bench clean lock
+.PHONY: up test test-fast install lint types check bench clean lock
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,9 +39,14 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Lint and the layer contracts ([tool.importlinter] in pyproject.toml): seconds, no database, no Airflow.
-check: lint
+# Lint, types ([tool.mypy]) and the layer contracts ([tool.importlinter] in pyproject.toml): under a minute,
+# no database, no Airflow.
+check: lint types
 	$(VENV)/bin/lint-imports
+
+types: install
+	$(VENV)/bin/mypy --strict service connections dag_factory/spec
+	$(VENV)/bin/mypy dag_factory
 
 bench: install
 	$(PY) bench/publish_and_execute.py

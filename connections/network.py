@@ -135,7 +135,7 @@ def ip_address_of(text: str) -> IPAddress:
 def system_resolver(host: str, port: int) -> list[IPAddress]:
     """Every address getaddrinfo returns for host (TCP), in its order, without duplicates."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(ip_address_of(info[4][0]) for info in infos))
+    return list(dict.fromkeys(ip_address_of(str(info[4][0])) for info in infos))
 
 
 def resolve(host: str, port: int, resolver: Resolver | None = None) -> list[IPAddress]:

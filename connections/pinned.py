@@ -25,7 +25,8 @@ import httpx
 
 from connections.network import NetworkDenied, NetworkPolicy, current_policy
 
-SocketOption = tuple[int, int, int | bytes] | tuple[int, int, None, int]
+# httpcore's SOCKET_OPTION: (level, option, value) or (level, option, None, length).
+SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 
 class _PolicyBackend(httpcore.SyncBackend):
@@ -107,7 +108,7 @@ class PolicyTransport(httpx.BaseTransport):
                 target=request.url.raw_path,
             ),
             headers=request.headers.raw,
-            content=request.stream,  # type: ignore[arg-type]
+            content=request.stream,
             extensions=request.extensions,
         )
         with _httpx_errors():

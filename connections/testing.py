@@ -251,7 +251,8 @@ def _tls_context(verify: bool, check_hostname: bool) -> ssl.SSLContext:
 def _handshake(run: _Run, sock: socket.socket, host: str, port: int, context: ssl.SSLContext, what: str) -> str:
     try:
         with context.wrap_socket(sock, server_hostname=host) as tls:
-            return f"{tls.version()} ({tls.cipher()[0] if tls.cipher() else 'unknown cipher'})"
+            cipher = tls.cipher()
+            return f"{tls.version()} ({cipher[0] if cipher else 'unknown cipher'})"
     except ssl.SSLCertVerificationError as exc:
         raise StageFailed(
             f"the certificate of {host}:{port} is not trusted: {exc.verify_message}",

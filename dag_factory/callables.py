@@ -20,7 +20,7 @@ def union_all(
     tag = options.get("source_column")
     parts = []
     for name in inputs:
-        cols = [sql.Identifier(c) for c in names]
+        cols: list[sql.Composable] = [sql.Identifier(c) for c in names]
         if tag:
             cols.append(sql.SQL("{} AS {}").format(sql.Literal(name), sql.Identifier(tag)))
         parts.append(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols), sql.Identifier(schema, name)))

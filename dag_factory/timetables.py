@@ -16,7 +16,7 @@ dag-processor can deserialize it.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
 
@@ -48,6 +48,16 @@ def _pendulum(value: datetime.datetime) -> DateTime:
     return pendulum.instance(value.astimezone(datetime.UTC))
 
 
+class Schedule(TypedDict):
+    """One enabled schedule of a pipeline, as the timetable keeps (and serializes) it."""
+
+    id: str
+    cron: str
+    timezone: str
+    parameters: dict[str, Any]
+    since: str | None
+
+
 class ScheduleSetTimetable(Timetable):
     """`schedules`: [{id, cron, timezone, parameters, since}] — the enabled schedules of a pipeline (none: manual
     runs only). Every pipeline DAG has one, so that whichever version of the DAG Airflow's scheduler holds when
@@ -56,7 +66,7 @@ class ScheduleSetTimetable(Timetable):
     periodic = True
 
     def __init__(self, schedules: list[dict[str, Any]], dag_id: str = "") -> None:
-        self.schedules = [
+        self.schedules: list[Schedule] = [
             {
                 "id": str(s["id"]),
                 "cron": normalize_cron(s["cron"]),
@@ -106,8 +116,9 @@ class ScheduleSetTimetable(Timetable):
     def infer_manual_data_interval(self, *, run_after: DateTime) -> DataInterval:
         return DataInterval(run_after, run_after)
 
-    def _since(self, s: dict[str, Any]) -> datetime.datetime | None:
-        return datetime.datetime.fromisoformat(s["since"]) if s.get("since") else None
+    def _since(self, s: Schedule) -> datetime.datetime | None:
+        since = s["since"]
+        return datetime.datetime.fromisoformat(since) if since else None
 
     def candidate(
         self, index: int, *, now: datetime.datetime, last: datetime.datetime | None, earliest: datetime.datetime | None

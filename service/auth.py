@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from fastapi import Depends, Header, Request
 
 from service.errors import Forbidden, Unauthorized, ValidationFailed
+
+if TYPE_CHECKING:
+    from jwt.types import Options  # PyJWT >= 2.10; only its type is used
 
 ROLES = ("admin", "editor", "viewer")
 WRITE_ROLES = {"admin", "editor"}
@@ -44,14 +47,22 @@ def mint_token(secret: str, *, tenant: str, roles: list[str], subject: str = "lo
 REQUIRED_CLAIMS = ["exp", "sub", "tenant_id", "roles"]
 NUMERIC_CLAIMS = ("exp", "nbf", "iat")
 LEEWAY_SECONDS = 5  # clock skew between the token's issuer and this service
-_SIGNATURE_ONLY: Any = {f"verify_{c}": False for c in ("exp", "nbf", "iat", "aud", "iss", "sub", "jti")}
+_SIGNATURE_ONLY: Options = {
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+}
 
 
 def _decode(secret: str, token: str, audience: str | None = None) -> tuple[Principal, int]:
     try:
         # First the signature alone, so that the claims' types are judged before PyJWT reads them with int().
         _check_claim_types(jwt.decode(token, secret, algorithms=["HS256"], options=_SIGNATURE_ONLY))
-        options = {"require": REQUIRED_CLAIMS, "verify_aud": audience is not None, "strict_aud": False}
+        options: Options = {"require": REQUIRED_CLAIMS, "verify_aud": audience is not None, "strict_aud": False}
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], audience=audience, leeway=LEEWAY_SECONDS, options=options
         )

@@ -9,6 +9,7 @@ import sys
 from connections.network import LOOPBACK_NETWORKS
 from service.auth import ROLES, mint_token
 from service.config import Settings
+from service.pipelines.dagfile import ensure_sentinel
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -65,7 +66,6 @@ def _serve(settings: Settings) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from service.pipelines.dagfile import ensure_sentinel
     from service.stack import AirflowStack
 
     settings = Settings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _persisted_secret(path: Path, make) -> str:  # type: ignore[no-untyped-def]
+def _persisted_secret(path: Path, make: Callable[[], str]) -> str:
     """Read a generated secret from the data dir, creating it (mode 600) on first use."""
     if path.exists():
         return path.read_text().strip()
@@ -106,7 +107,8 @@ class Settings(BaseSettings):
         if path.exists():
             import json
 
-            return json.loads(path.read_text()).get(self.airflow_username)
+            passwords: dict[str, str] = json.loads(path.read_text())  # Airflow's simple auth manager: user -> password
+            return passwords.get(self.airflow_username)
         return None
 
 

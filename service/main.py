@@ -15,6 +15,7 @@ from service.airflow.client import AirflowClient
 from service.airflow_management.router import router as airflow_management_router
 from service.config import Settings, get_settings
 from service.connections.router import router as connections_router
+from service.connections.service import ConnectionUsers
 from service.db import make_engine, migrate
 from service.errors import ServiceError, install_error_handlers
 from service.executions.cache import StatusCache, StatusRefresh
@@ -22,11 +23,14 @@ from service.executions.fastpath import StatusFastPath
 from service.executions.router import router as executions_router
 from service.openapi import install_openapi
 from service.pipelines import dagfile
+from service.pipelines import service as pipelines
 from service.pipelines.publisher import Publisher
 from service.pipelines.router import router as pipelines_router
+from service.schedules import service as schedules
 from service.schedules.router import router as schedules_router
 from service.secrets import Vault
 from service.secrets import make_backend as make_secrets_backend
+from service.templates import service as templates
 from service.templates.router import provenance_router as template_provenance_router
 from service.templates.router import router as templates_router
 from service.workers import make_workers
@@ -42,7 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(settings.sqlalchemy_url)
         dagfile.ensure_sentinel(settings.dags_dir)
         workers = make_workers(
-            app.state.publisher, app.state.sessions, app.state.airflow, settings.background_interval_seconds
+            app.state.publisher,
+            app.state.sessions,
+            app.state.airflow,
+            app.state.status_refresh,
+            settings.background_interval_seconds,
         )
         app.state.workers = workers
         if settings.background_tasks:
@@ -73,7 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.add_middleware(StatusFastPath)
     _include_routers(app)
+    _install_health(app, settings)
+    return app
 
+
+def _install_health(app: FastAPI, settings: Settings) -> None:
     @app.get("/health", tags=["health"])
     def health(request: Request) -> dict[str, Any]:
         db: dict[str, Any] = {"status": "up"}
@@ -93,8 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ok = db["status"] == "up" and airflow["status"] == "up"
         return {"status": "ok" if ok else "degraded", "database": db, "airflow": airflow}
 
-    return app
-
 
 def _install_state(app: FastAPI, settings: Settings) -> None:
     """What requests and workers share: database, keys, Airflow client, publisher, status cache."""
@@ -109,10 +119,22 @@ def _install_state(app: FastAPI, settings: Settings) -> None:
     app.state.airflow = AirflowClient(
         settings.airflow_url or "", settings.airflow_username, settings.resolved_airflow_password
     )
-    app.state.publisher = Publisher(settings, app.state.airflow, app.state.sessions)
+    app.state.publisher = Publisher(
+        settings, app.state.airflow, app.state.sessions, timetable=schedules.timetable_entries
+    )
+    _link_features(app)
     app.state.workers = []
     app.state.status_cache = StatusCache()  # this process's status bodies (service.executions.fastpath too)
-    app.state.status_refresh = StatusRefresh()
+    app.state.status_refresh = StatusRefresh(app.state.sessions)
+
+
+def _link_features(app: FastAPI) -> None:
+    """Features import each other in one direction only (pyproject.toml, [tool.importlinter]); what a lower one
+    needs from a higher one is handed to it here (the publisher gets the schedules' timetable above)."""
+    template_link: pipelines.TemplateLink = templates  # a pipeline created from a template: controls, provenance
+    connection_users: ConnectionUsers = pipelines.connection_users  # a connection in use stays
+    app.state.template_link = template_link
+    app.state.connection_users = connection_users
 
 
 def _include_routers(app: FastAPI) -> None:

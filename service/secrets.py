@@ -194,7 +194,8 @@ class AwsSecrets:
             raise SecretsUnavailable(f"AWS Secrets Manager refused to read {self.where(tenant, ref)}: {code}") from None
         except BotoCoreError as exc:
             raise SecretsUnavailable(f"AWS Secrets Manager is unreachable: {type(exc).__name__}") from None
-        return value.get("SecretString")
+        secret: str | None = value.get("SecretString")  # boto3's answers are untyped dicts
+        return secret
 
     def put(self, tenant: str, ref: str, creds: Credentials) -> None:
         from botocore.exceptions import ClientError

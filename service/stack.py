@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ import httpx
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
-def _persisted(path: Path, make) -> str:  # type: ignore[no-untyped-def]
+def _persisted(path: Path, make: Callable[[], str]) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)

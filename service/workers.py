@@ -8,7 +8,6 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,8 +17,9 @@ from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable, ServiceError
 from service.executions import repository as execution_repo
 from service.executions import service as executions
+from service.executions.cache import StatusRefresh
 from service.executions.models import Execution
-from service.executions.sync import refresh
+from service.executions.sync import refresh, refresh_active
 from service.pipelines.publisher import Publisher
 from service.schedules.imports import import_scheduled_runs
 
@@ -68,14 +68,10 @@ def dispatch_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> No
 
 
 def reconcile_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:
-    """Bring every submitted, unfinished execution in step with its Airflow run. At start-up this is what
-    picks up runs that finished or failed while the service was down."""
+    """Bring every submitted, unfinished execution in step with its Airflow run (in a batch). At start-up this
+    is what picks up runs that finished or failed while the service was down."""
     with session_scope(sessions) as s:
-        ids = s.scalars(
-            select(Execution.id).where(Execution.submitted.is_(True), Execution.status.in_(["QUEUED", "RUNNING"]))
-        ).all()
-    for execution_id in ids:
-        _reconcile_one(sessions, airflow, execution_id, reopen=False)
+        refresh_active(s, airflow)
 
 
 def _reconcile_one(sessions: sessionmaker[Session], airflow: AirflowClient, execution_id: str, *, reopen: bool) -> None:
@@ -115,12 +111,7 @@ class ClearedRunsWatch:
     def step(self) -> None:
         since = self.since or self._start()
         looked_at = utcnow()
-        runs: list[dict[str, Any]] = []
-        while True:
-            page = self.airflow.runs_updated_since(since.isoformat(), offset=len(runs))
-            runs += page.get("dag_runs", [])
-            if not page.get("dag_runs") or len(runs) >= int(page.get("total_entries", 0)):
-                break
+        runs = self.airflow.runs_updated_since(since.isoformat())
         with session_scope(self.sessions) as s:
             reopened = execution_repo.reopened_in_airflow(s, runs)
         with session_scope(self.sessions) as s:  # runs of the pipelines' schedules become executions
@@ -133,11 +124,16 @@ class ClearedRunsWatch:
 
 
 def make_workers(
-    publisher: Publisher, sessions: sessionmaker[Session], airflow: AirflowClient, interval: float
+    publisher: Publisher,
+    sessions: sessionmaker[Session],
+    airflow: AirflowClient,
+    status: StatusRefresh,
+    interval: float,
 ) -> list[Worker]:
     return [
         Worker("publisher", publisher.run_pending, interval),
         Worker("dispatcher", lambda: dispatch_step(sessions, airflow), interval),
-        Worker("reconciler", lambda: reconcile_step(sessions, airflow), max(interval, 5.0)),
+        # The same batch as status reads run (and share with them: one at a time per process).
+        Worker("reconciler", lambda: status.refresh_active(airflow), max(interval, 5.0)),
         Worker("cleared-runs", ClearedRunsWatch(sessions, airflow).step, max(interval, 10.0)),
     ]

@@ -20,8 +20,9 @@ import pendulum
 from airflow.sdk import DAG, Param, TaskGroup
 
 from dag_factory.builder.extract import extraction_task, is_extraction, sql_sink_task, watermark_task
-from dag_factory.builder.io import SINK_TASKS, SOURCE_TASKS
-from dag_factory.builder.sql import transformation_sql
+from dag_factory.builder.io import Conn, object_sink_task, object_source_task
+from dag_factory.builder.sql import select_sql
+from dag_factory.exceptions import DefinitionError
 from dag_factory.operators import (
     CleanupStagingOperator,
     LoadTableOperator,
@@ -31,7 +32,23 @@ from dag_factory.operators import (
     SqlTransformOperator,
     StageTableOperator,
 )
-from dag_factory.spec.models import PipelineDefinition, PythonStep
+from dag_factory.spec.models import (
+    FileSink,
+    FileSource,
+    HttpSource,
+    PipelineDefinition,
+    PostgresSink,
+    PostgresSource,
+    PythonStep,
+    S3Sink,
+    S3Source,
+    Sink,
+    Source,
+    SqlSink,
+    SqlSource,
+    TableSink,
+    Transformation,
+)
 from dag_factory.spec.task_ids import (
     STAGING_SETUP_TASK_ID,
     TEARDOWN_TASK_ID,
@@ -40,7 +57,7 @@ from dag_factory.spec.task_ids import (
     source_task,
     transformation_task,
 )
-from dag_factory.spec.validate import step_key, validate_definition
+from dag_factory.spec.validate import STAGING_REQUIRED, step_key, validate_definition
 
 # A pendulum DateTime already: the DAG would convert a datetime on every build.
 START_DATE = pendulum.instance(datetime(2024, 1, 1, tzinfo=UTC))
@@ -86,7 +103,7 @@ def _config_defaults() -> dict[str, Any]:
     }
 
 
-def _alerts(definition: PipelineDefinition, dag_id: str, conn: Any) -> dict[str, Any]:
+def _alerts(definition: PipelineDefinition, dag_id: str, conn: Conn) -> dict[str, Any]:
     """on_failure webhook and SLA. Airflow 3 dropped SLAs: a Deadline Alert on the run's queued time replaces it."""
     o = definition.orchestration
     args: dict[str, Any] = {}
@@ -100,7 +117,8 @@ def _alerts(definition: PipelineDefinition, dag_id: str, conn: Any) -> dict[str,
 
         args["on_failure_callback"] = WebhookNotifier(**target)
     if o.sla_seconds:
-        from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+        from airflow.sdk.definitions.callback import AsyncCallback
+        from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
         kwargs = {"dag_id": dag_id, "sla_seconds": o.sla_seconds, **target}
         args["deadline"] = DeadlineAlert(
@@ -119,36 +137,41 @@ def _group(name: str, tooltip: str, size: int) -> Any:
     return TaskGroup(name, tooltip=tooltip, prefix_group_id=False)
 
 
-def _step_args(step: Any, common: dict[str, Any]) -> dict[str, Any]:
+def _step_args(step: Source | Transformation | Sink, common: dict[str, Any]) -> dict[str, Any]:
     if step.timeout_seconds:
         return {**common, "execution_timeout": timedelta(seconds=step.timeout_seconds)}
     return common
 
 
-def _source_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: Tasks, common: dict) -> None:
+def _source_tasks(
+    definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any]
+) -> None:
     for name, src in definition.sources.items():
-        if src.type in SOURCE_TASKS:  # file, s3, http
-            tasks[("dataset", name)] = SOURCE_TASKS[src.type](name, src, conn, staging, _step_args(src, common))
-            continue
-        if is_extraction(src):  # sql, incremental or partitioned (dag_factory.builder.extract)
-            source_conn = conn(src.connection)
-            tasks[("dataset", name)] = extraction_task(name, src, source_conn, staging, _step_args(src, common))
-            continue
-        where = f" where `{src.where}`" if src.where else ""
-        tasks[("dataset", name)] = StageTableOperator(
-            task_id=source_task(name),
-            source_conn_id=conn(src.connection),
-            staging_conn_id=staging,
-            table=src.table,
-            dataset=name,
-            where=src.where,
-            materialize=src.materialize,
-            doc_md=f"Stage `{src.table}` from connection `{src.connection}`{where}.",
-            **_step_args(src, common),
-        )
+        tasks[("dataset", name)] = _source_task(name, src, conn, staging, _step_args(src, common))
 
 
-def _transformation_task(t: Any, staging: str, common: dict[str, Any]) -> Any:
+def _source_task(name: str, src: Source, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
+    match src:
+        case FileSource() | S3Source() | HttpSource():
+            return object_source_task(name, src, conn, staging, args)
+        case SqlSource() | PostgresSource() if is_extraction(src):  # sql, incremental or partitioned
+            return extraction_task(name, src, conn(src.connection), staging, args)
+        case PostgresSource():
+            where = f" where `{src.where}`" if src.where else ""
+            return StageTableOperator(
+                task_id=source_task(name),
+                source_conn_id=conn(src.connection),
+                staging_conn_id=staging,
+                table=src.table,
+                dataset=name,
+                where=src.where,
+                materialize=src.materialize,
+                doc_md=f"Stage `{src.table}` from connection `{src.connection}`{where}.",
+                **args,
+            )
+
+
+def _transformation_task(t: Transformation, staging: str, common: dict[str, Any]) -> Any:
     inputs = ", ".join(t.input_names()) or "no input"
     if isinstance(t, PythonStep):
         return PythonStepOperator(
@@ -161,7 +184,7 @@ def _transformation_task(t: Any, staging: str, common: dict[str, Any]) -> Any:
             doc_md=f"python `{t.name}` from {inputs}: calls `{t.callable}`.",
             **_step_args(t, common),
         )
-    sql = transformation_sql(t)
+    sql = select_sql(t)
     return SqlTransformOperator(
         task_id=transformation_task(t.name),
         staging_conn_id=staging,
@@ -173,25 +196,29 @@ def _transformation_task(t: Any, staging: str, common: dict[str, Any]) -> Any:
     )
 
 
-def _sink_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: Tasks, common: dict) -> None:
+def _sink_tasks(definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any]) -> None:
     for name, sink in definition.sinks.items():
-        if sink.type in SINK_TASKS:  # file, s3
-            tasks[("sink", name)] = SINK_TASKS[sink.type](name, sink, conn, staging, _step_args(sink, common))
-            continue
-        if sink.type == "sql":
-            tasks[("sink", name)] = sql_sink_task(name, sink, conn, staging, _step_args(sink, common))
-            continue
-        tasks[("sink", name)] = LoadTableOperator(
-            task_id=sink_task(name),
-            staging_conn_id=staging,
-            sink_conn_id=conn(sink.connection),
-            dataset=sink.input,
-            table=sink.table,
-            mode=sink.mode,
-            keys=sink.keys,
-            doc_md=f"{sink.mode} `{sink.input}` into `{sink.table}` on connection `{sink.connection}`.",
-            **_step_args(sink, common),
-        )
+        tasks[("sink", name)] = _sink_task(name, sink, conn, staging, _step_args(sink, common))
+
+
+def _sink_task(name: str, sink: Sink, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
+    match sink:
+        case FileSink() | S3Sink():
+            return object_sink_task(name, sink, conn, staging, args)
+        case SqlSink():
+            return sql_sink_task(name, sink, conn, staging, args)
+        case PostgresSink():
+            return LoadTableOperator(
+                task_id=sink_task(name),
+                staging_conn_id=staging,
+                sink_conn_id=conn(sink.connection),
+                dataset=sink.input,
+                table=sink.table,
+                mode=sink.mode,
+                keys=sink.keys,
+                doc_md=f"{sink.mode} `{sink.input}` into `{sink.table}` on connection `{sink.connection}`.",
+                **args,
+            )
 
 
 def _wire(definition: PipelineDefinition, tasks: Tasks, prepare: Any) -> None:
@@ -211,7 +238,9 @@ def _wire(definition: PipelineDefinition, tasks: Tasks, prepare: Any) -> None:
         tasks[key].set_upstream(upstream or [prepare])
 
 
-def _quality_tasks(definition: PipelineDefinition, conn: Any, staging: str, tasks: Tasks, common: dict) -> list[Any]:
+def _quality_tasks(
+    definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any]
+) -> list[Any]:
     """One task per checked name. A database sink is checked in its table once loaded. A source or a
     transformation is checked where the run staged it, and a file/s3 sink through the staged dataset it
     writes: both before anything reads it, so that a failing `error` check keeps the data from the sinks."""
@@ -228,7 +257,7 @@ def _quality_tasks(definition: PipelineDefinition, conn: Any, staging: str, task
             sink = definition.sinks.get(name)
             doc = "Checks: " + ", ".join(f"`{c['name']}` ({c['severity']})" for c in checks)
             args = {**common, "retries": 0}  # a failed expectation does not pass by trying again
-            if sink is not None and sink.type not in SINK_TASKS:  # a table: checked once loaded
+            if isinstance(sink, TableSink):  # a table: checked once loaded
                 qc = QualityCheckOperator(
                     task_id=quality_task(name), conn_id=conn(sink.connection), table=sink.table, checks=checks,
                     dataset=name, doc_md=doc, **args,
@@ -267,20 +296,25 @@ def build_dag(
     tags: list[str] | None = None,
     owner: str = "pipeline-service",
     schedules: list[dict[str, Any]] | None = None,
+    doc: str | None = None,
 ) -> DAG:
     """`connections` maps each connection name used in the definition to its Airflow conn_id.
-    `schedules`: the enabled schedules [{id, cron, timezone, parameters, since}] (none: manual runs only)."""
+    `schedules`: the enabled schedules [{id, cron, timezone, parameters, since}] (none: manual runs only).
+    `doc`: the DAG's docs in Airflow's UI (default: the description)."""
     if not isinstance(definition, PipelineDefinition):
         definition = validate_definition(definition, check_sql=False)
     conn = connections.__getitem__
-    staging = conn(definition.staging_connection())
-    sink_conns = sorted({conn(s.connection) for s in definition.sinks.values() if s.type not in SINK_TASKS} - {staging})
+    staging_name = definition.staging_connection()
+    if staging_name is None:  # a definition given as a model was not necessarily validated
+        raise DefinitionError([{"path": "orchestration.staging_connection", "message": STAGING_REQUIRED}])
+    staging = conn(staging_name)
+    sink_conns = sorted({conn(s.connection) for s in definition.sinks.values() if isinstance(s, TableSink)} - {staging})
     o = definition.orchestration
     common = _task_args(definition, owner)
     with DAG(
         dag_id=dag_id,
         description=(description or "")[:200] or None,
-        doc_md=description,
+        doc_md=doc or description,
         schedule=_schedule(schedules, dag_id),
         start_date=START_DATE,
         catchup=False,
@@ -296,7 +330,7 @@ def build_dag(
 
 
 def _pipeline_tasks(
-    definition: PipelineDefinition, conn: Any, staging: str, sink_conns: list[str], common: dict[str, Any]
+    definition: PipelineDefinition, conn: Conn, staging: str, sink_conns: list[str], common: dict[str, Any]
 ) -> None:
     """Every task of the DAG being built (called inside its `with DAG(...)`), wired: setup, stages, teardown."""
     prepare = PrepareStagingOperator(
@@ -338,6 +372,7 @@ def load_pipeline_dag(config_json: str) -> DAG:
         dag_id=cfg["dag_id"],
         connections=cfg["connections"],
         description=cfg.get("description"),
+        doc=cfg.get("doc"),
         tags=cfg.get("tags"),
         owner=cfg.get("owner", "pipeline-service"),
         schedules=cfg.get("schedules"),

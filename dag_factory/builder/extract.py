@@ -12,6 +12,7 @@ from typing import Any
 
 from airflow.sdk import TaskGroup
 
+from dag_factory.builder.io import Conn
 from dag_factory.operators import (
     WATERMARK_TASK_ID,
     CommitWatermarksOperator,
@@ -19,29 +20,29 @@ from dag_factory.operators import (
     PlanPartitionsOperator,
     UnionPartitionsOperator,
 )
-from dag_factory.spec.models import PipelineDefinition
+from dag_factory.spec.models import DatabaseSource, PipelineDefinition, SqlSink, SqlSource
 from dag_factory.spec.task_ids import partition_bounds_task, partition_task, sink_task, source_task
 
 
-def is_extraction(src: Any) -> bool:
+def is_extraction(src: DatabaseSource) -> bool:
     """Sources built here rather than by the plain staging copy."""
-    return src.type == "sql" or bool(getattr(src, "incremental", None) or getattr(src, "partitions", None))
+    return isinstance(src, SqlSource) or bool(src.incremental or src.partitions)
 
 
-def _reader_args(name: str, src: Any, source_conn: str, staging: str) -> dict[str, Any]:
+def _reader_args(name: str, src: DatabaseSource, source_conn: str, staging: str) -> dict[str, Any]:
     return {
         "kind": src.type,
         "source_conn_id": source_conn,
         "staging_conn_id": staging,
         "dataset": name,
         "table": src.table,
-        "query": getattr(src, "query", None),
+        "query": src.query if isinstance(src, SqlSource) else None,
         "where": src.where,
         "incremental": src.incremental.model_dump() if src.incremental else None,
     }
 
 
-def _describe(src: Any) -> str:
+def _describe(src: DatabaseSource) -> str:
     what = f"`{src.table}`" if src.table else "a query"
     text = f"Stage {what} from connection `{src.connection}`"
     if src.where:
@@ -51,10 +52,10 @@ def _describe(src: Any) -> str:
     return text + "."
 
 
-def extraction_task(name: str, src: Any, source_conn: str, staging: str, args: dict[str, Any]) -> Any:
+def extraction_task(name: str, src: DatabaseSource, source_conn: str, staging: str, args: dict[str, Any]) -> Any:
     """The task (or, partitioned, the TaskGroup) that stages source `name` as dataset `name`."""
     reader = _reader_args(name, src, source_conn, staging)
-    batch = {"batch_size": src.batch_size} if src.type == "sql" else {}
+    batch: dict[str, Any] = {"batch_size": src.batch_size} if isinstance(src, SqlSource) else {}
     if not src.partitions:
         return ExtractOperator(task_id=source_task(name), doc_md=_describe(src), **reader, **batch, **args)
     p, count = src.partitions, src.partitions.size
@@ -95,8 +96,11 @@ def extraction_task(name: str, src: Any, source_conn: str, staging: str, args: d
 
 def watermark_task(definition: PipelineDefinition, staging: str, common: dict[str, Any]) -> Any:
     """`commit_watermarks`, when a source is incremental: saves the marks once sinks and checks passed."""
-    incremental = {n: getattr(s, "incremental", None) for n, s in definition.sources.items()}
-    sources = {n: inc.column for n, inc in incremental.items() if inc is not None}
+    sources = {
+        n: s.incremental.column
+        for n, s in definition.sources.items()
+        if isinstance(s, DatabaseSource) and s.incremental is not None
+    }
     if not sources:
         return None
     return CommitWatermarksOperator(
@@ -108,7 +112,7 @@ def watermark_task(definition: PipelineDefinition, staging: str, common: dict[st
     )
 
 
-def sql_sink_task(name: str, sink: Any, conn: Any, staging: str, args: dict[str, Any]) -> Any:
+def sql_sink_task(name: str, sink: SqlSink, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
     from dag_factory.operators import SqlLoadOperator
 
     return SqlLoadOperator(

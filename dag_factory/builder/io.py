@@ -1,4 +1,4 @@
-"""Tasks of the file, s3 and http sources and of the file and s3 sinks (dag.py dispatches on `type` here).
+"""Tasks of the file, s3 and http sources and of the file and s3 sinks.
 
 Each factory takes (dataset or sink name, the step's model, conn: connection name -> Airflow conn_id, the
 staging conn_id, the task's arguments) and returns the operator.
@@ -10,13 +10,26 @@ from collections.abc import Callable
 from typing import Any
 
 from dag_factory.operators import StageHttpOperator, StageObjectsOperator, WriteObjectsOperator
-from dag_factory.spec.models import FileSink, FileSource, HttpSource, S3Sink, S3Source
+from dag_factory.spec.models import FileSink, FileSource, HttpSource, ObjectSink, S3Sink, S3Source
 from dag_factory.spec.task_ids import sink_task, source_task
 
-Factory = Callable[[str, Any, Callable[[str], str], str, dict[str, Any]], Any]
+# Connection name (as the definition writes it) -> Airflow conn_id.
+Conn = Callable[[str], str]
+ObjectSource = FileSource | S3Source | HttpSource
 
 
-def _file_source(name: str, src: FileSource, conn: Callable[[str], str], staging: str, args: dict) -> Any:
+def object_source_task(name: str, src: ObjectSource, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
+    """The task that stages a file, s3 or http source as dataset `name`."""
+    match src:
+        case FileSource():
+            return _file_source(name, src, staging, args)
+        case S3Source():
+            return _s3_source(name, src, conn, staging, args)
+        case HttpSource():
+            return _http_source(name, src, conn, staging, args)
+
+
+def _file_source(name: str, src: FileSource, staging: str, args: dict[str, Any]) -> Any:
     return StageObjectsOperator(
         task_id=source_task(name),
         store="file",
@@ -31,7 +44,7 @@ def _file_source(name: str, src: FileSource, conn: Callable[[str], str], staging
     )
 
 
-def _s3_source(name: str, src: S3Source, conn: Callable[[str], str], staging: str, args: dict) -> Any:
+def _s3_source(name: str, src: S3Source, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
     return StageObjectsOperator(
         task_id=source_task(name),
         store="s3",
@@ -49,7 +62,7 @@ def _s3_source(name: str, src: S3Source, conn: Callable[[str], str], staging: st
     )
 
 
-def _http_source(name: str, src: HttpSource, conn: Callable[[str], str], staging: str, args: dict) -> Any:
+def _http_source(name: str, src: HttpSource, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
     pagination = src.pagination.model_dump() if src.pagination else None
     return StageHttpOperator(
         task_id=source_task(name),
@@ -67,27 +80,28 @@ def _http_source(name: str, src: HttpSource, conn: Callable[[str], str], staging
     )
 
 
-def _object_sink(name: str, sink: FileSink | S3Sink, conn: Callable[[str], str], staging: str, args: dict) -> Any:
-    s3 = isinstance(sink, S3Sink)
-    where = (
-        f"s3://{sink.bucket}/{sink.prefix}" if isinstance(sink, S3Sink) else f"{sink.path} under the tenant's file root"
-    )
+def object_sink_task(name: str, sink: ObjectSink, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
+    """The task that writes a file or s3 sink's input as files or objects."""
+    conn_id: str | None = None
+    bucket: str | None = None
+    match sink:
+        case S3Sink():
+            conn_id, bucket, path = conn(sink.connection), sink.bucket, sink.prefix
+            where = f"s3://{sink.bucket}/{sink.prefix}"
+        case FileSink():
+            path, where = sink.path, f"{sink.path} under the tenant's file root"
     parts = f", partitioned by {', '.join(sink.partition_by)}" if sink.partition_by else ""
     return WriteObjectsOperator(
         task_id=sink_task(name),
         store=sink.type,
-        conn_id=conn(sink.connection) if isinstance(sink, S3Sink) else None,
-        bucket=sink.bucket if isinstance(sink, S3Sink) else None,
+        conn_id=conn_id,
+        bucket=bucket,
         staging_conn_id=staging,
         dataset=sink.input,
-        path=sink.prefix if s3 else sink.path,  # type: ignore[union-attr]
+        path=path,
         format=sink.format,
         partition_by=sink.partition_by,
         mode=sink.mode,
         doc_md=f"{sink.mode} `{sink.input}` as {sink.format} into `{where}`{parts}.",
         **args,
     )
-
-
-SOURCE_TASKS: dict[str, Factory] = {"file": _file_source, "s3": _s3_source, "http": _http_source}
-SINK_TASKS: dict[str, Factory] = {"file": _object_sink, "s3": _object_sink}

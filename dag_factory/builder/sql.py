@@ -15,8 +15,11 @@ from dag_factory.spec.models import (
     Filter,
     LookupJoin,
     Mask,
+    PythonStep,
     SelectColumns,
+    SqlStep,
     SqlTransform,
+    Transformation,
 )
 
 
@@ -87,19 +90,25 @@ def mask_sql(t: Mask) -> str:
     return f"SELECT m.* FROM {quote(t.input)} AS i, LATERAL jsonb_populate_record(i, jsonb_build_object({pairs})) AS m"
 
 
-_GENERATORS = {
-    "mask": mask_sql,
-    "lookup_join": lookup_join_sql,
-    "filter": filter_sql,
-    "aggregate": aggregate_sql,
-    "deduplicate": deduplicate_sql,
-    "select_columns": select_columns_sql,
-}
+def select_sql(t: SqlStep) -> str:
+    """The SELECT of a SQL-based transformation."""
+    match t:
+        case SqlTransform():
+            return t.sql
+        case Mask():
+            return mask_sql(t)
+        case LookupJoin():
+            return lookup_join_sql(t)
+        case Filter():
+            return filter_sql(t)
+        case Aggregate():
+            return aggregate_sql(t)
+        case Deduplicate():
+            return deduplicate_sql(t)
+        case SelectColumns():
+            return select_columns_sql(t)
 
 
-def transformation_sql(t: object) -> str | None:
+def transformation_sql(t: Transformation) -> str | None:
     """The SELECT of a SQL-based transformation; None for the others (python)."""
-    if isinstance(t, SqlTransform):
-        return t.sql
-    generate = _GENERATORS.get(getattr(t, "type", ""))
-    return generate(t) if generate else None  # type: ignore[operator]
+    return None if isinstance(t, PythonStep) else select_sql(t)

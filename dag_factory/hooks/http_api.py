@@ -98,7 +98,7 @@ def fetch_records(
 
 
 def _next_url(
-    kind: str | None, p: dict[str, Any], body: Any, url: str, query: dict[str, Any], records: list, base: str
+    kind: str | None, p: dict[str, Any], body: Any, url: str, query: dict[str, Any], records: list[Any], base: str
 ) -> str | None:
     if kind == "page_number":
         size = p.get("size")

@@ -119,13 +119,25 @@ _RESTART_SQL = sql.SQL(
 )
 
 
+# What a session executes: composed with psycopg.sql (identifiers quoted), never a formatted string.
+Statement = sql.SQL | sql.Composed
+
+
+def _value(cur: psycopg.Cursor[Any]) -> Any:
+    """The value the statement just run returns (one row, one column: an aggregate, a function)."""
+    row = cur.fetchone()
+    if row is None:
+        raise DagFactoryError("the statement returned no row")
+    return row[0]
+
+
 class PgSession:
     """One transaction on one connection, with the few statements the operators need."""
 
     def __init__(self, cur: psycopg.Cursor):
         self.cur = cur
 
-    def execute(self, statement: sql.Composable, params: Any = None) -> int:
+    def execute(self, statement: Statement, params: Any = None) -> int:
         self.cur.execute(statement, params)
         return self.cur.rowcount
 
@@ -174,7 +186,7 @@ class PgSession:
     def mark_server_start(self, schema: str) -> None:
         """Note on `schema` when the server started: see server_restart_since_mark."""
         self.cur.execute("SELECT pg_postmaster_start_time()::text")
-        started = self.cur.fetchone()[0]
+        started = _value(self.cur)
         comment = sql.Literal(_STARTED + started)
         self.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(schema), comment))
 
@@ -218,7 +230,8 @@ class PostgresHook:
         return self._connection
 
     def _password(self) -> str | None:
-        return self._airflow_connection().password
+        password: str | None = self._airflow_connection().password
+        return password
 
     def _extras(self) -> dict[str, Any]:
         extra = self._airflow_connection().extra_dejson or {}
@@ -271,7 +284,7 @@ class PostgresHook:
             with conn.cursor() as cur:
                 yield PgSession(cur)
 
-    def run(self, *statements: sql.Composable) -> int:
+    def run(self, *statements: Statement) -> int:
         """Run statements in one transaction; returns the row count of the last one."""
         rows = -1
         with self.session() as s:
@@ -295,7 +308,7 @@ class PostgresHook:
             if not s.exists(table):
                 return None
             s.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(table)))
-            return int(s.cur.fetchone()[0])
+            return int(_value(s.cur))
 
     def table_bytes(self, table: Table) -> int | None:
         with self.session(read_only=True) as s:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from dag_factory.exceptions import DagFactoryError
+from dag_factory.hooks.load import check_mode, columns_written, load
 from dag_factory.hooks.postgres import _LIBPQ_EXTRAS as LIBPQ_EXTRAS
 from dag_factory.hooks.postgres import Columns, PostgresHook, checked_hostaddr, column_list, scrub, table_ident
 
@@ -83,7 +85,7 @@ def pg_type(t: sa.types.TypeEngine[Any], source_dialect: str) -> str:
     """The PostgreSQL column type for a source column (SQLite's loose types map to their closest one)."""
     if source_dialect == "postgresql":
         try:
-            return str(t.compile(dialect=sa.dialects.postgresql.dialect()))
+            return str(t.compile(dialect=sa.dialects.registry.load("postgresql")()))
         except sa.exc.CompileError:
             return "text"
     checks: list[tuple[type, str]] = [
@@ -387,29 +389,16 @@ class SqlHook:
         keys: list[str] | None = None,
         batch_size: int = 10_000,
     ) -> int:
-        """Write the staged dataset into `table` (created from its columns when missing), in one transaction:
-        append inserts; overwrite deletes every row first; merge deletes the rows whose keys match a staged
-        row, then inserts (through a temporary table of this connection). Only shared columns are written."""
+        """Write the staged dataset into `table` (created from its columns when missing), in one transaction,
+        as `mode` says (dag_factory.hooks.load). The staged rows are read in batches and inserted; merge puts
+        them in a temporary table of this connection first (this database cannot join the staging one)."""
+        check_mode(mode, keys)
         staged_table = SqlHook(url=staging.sqlalchemy_url()).reflect(".".join(staged))
         schema, name = split_name(table)
         with self.connect(write=True) as conn:
             target = self._target_table(conn, staged_table, schema, name)
-            shared = [c.name for c in target.columns if c.name in staged_table.c]
-            if not shared:
-                raise DagFactoryError(f"dataset {staged[1]!r} and table {table!r} share no column")
-            missing = [k for k in keys or [] if k not in shared]
-            if mode == "merge" and missing:
-                raise DagFactoryError(f"merge key columns missing in dataset or table: {', '.join(missing)}")
-            if mode == "overwrite":
-                conn.execute(target.delete())
-            into = target if mode != "merge" else self._temporary(conn, target, shared)
-            written = _insert_batches(conn, into, staging, staged, shared, batch_size)
-            if mode == "merge":
-                match = sa.and_(*(into.c[k] == target.c[k] for k in keys or []))
-                conn.execute(target.delete().where(sa.exists().where(match)))
-                cols = [target.c[n] for n in shared]
-                conn.execute(target.insert().from_select(cols, sa.select(*(into.c[n] for n in shared))))
-        return written
+            names = columns_written(staged[1], table, staged_table.c.keys(), target.c.keys(), mode, keys)
+            return load(_SqlTarget(conn, target, _StagedRows(staging, staged, names, batch_size)), mode, keys)
 
     def _target_table(self, conn: sa.Connection, staged: sa.Table, schema: str | None, name: str) -> sa.Table:
         if not sa.inspect(conn).has_table(name, schema=schema):
@@ -418,12 +407,53 @@ class SqlHook:
             log.info("created table %s from the dataset's columns", f"{schema + '.' if schema else ''}{name}")
         return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=conn)
 
-    def _temporary(self, conn: sa.Connection, target: sa.Table, names: list[str]) -> sa.Table:
-        tmp_name = "tmp_merge_" + hashlib.sha1(target.fullname.encode()).hexdigest()[:12]
-        cols = [sa.Column(n, target.c[n].type) for n in names]
-        tmp = sa.Table(tmp_name, sa.MetaData(), *cols, prefixes=["TEMPORARY"])
-        tmp.create(conn)
-        return tmp
+
+@dataclass
+class _StagedRows:
+    """The columns `names` of a staged dataset, read in batches of `batch_size`."""
+
+    staging: PostgresHook
+    staged: tuple[str, str]
+    names: list[str]
+    batch_size: int
+
+    def insert_into(self, conn: sa.Connection, into: sa.Table) -> int:
+        return _insert_batches(conn, into, self.staging, self.staged, self.names, self.batch_size)
+
+
+class _SqlTarget:
+    """A table of a SQLAlchemy database (dag_factory.hooks.load.LoadTarget): the staged rows come in batches
+    from the staging database; for a merge they go to a temporary table first, to be matched against."""
+
+    def __init__(self, conn: sa.Connection, target: sa.Table, rows: _StagedRows):
+        self.conn, self.target, self.rows = conn, target, rows
+        self._merged: tuple[sa.Table, int] | None = None  # the temporary table, and the rows put in it
+
+    def delete_all(self) -> None:
+        self.conn.execute(self.target.delete())
+
+    def delete_matching(self, keys: Sequence[str]) -> None:
+        tmp = _temporary(self.conn, self.target, self.rows.names)
+        self._merged = (tmp, self.rows.insert_into(self.conn, tmp))
+        match = sa.and_(*(tmp.c[k] == self.target.c[k] for k in keys))
+        self.conn.execute(self.target.delete().where(sa.exists().where(match)))
+
+    def insert(self) -> int:
+        if self._merged is None:
+            return self.rows.insert_into(self.conn, self.target)
+        tmp, rows = self._merged
+        names = self.rows.names
+        cols = [self.target.c[n] for n in names]
+        self.conn.execute(self.target.insert().from_select(cols, sa.select(*(tmp.c[n] for n in names))))
+        return rows
+
+
+def _temporary(conn: sa.Connection, target: sa.Table, names: list[str]) -> sa.Table:
+    tmp_name = "tmp_merge_" + hashlib.sha1(target.fullname.encode()).hexdigest()[:12]
+    cols = [sa.Column(n, target.c[n].type) for n in names]
+    tmp = sa.Table(tmp_name, sa.MetaData(), *cols, prefixes=["TEMPORARY"])
+    tmp.create(conn)
+    return tmp
 
 
 def _chain(*iterables: Any) -> Iterator[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -28,7 +29,7 @@ class PipelineOperator(BaseOperator):
     environment (params and the run's time values only), never with Airflow's template context.
     """
 
-    _lineage: tuple[list[TableRef], list[Written]] | None = None
+    _lineage: tuple[Sequence[TableRef], Sequence[Written]] | None = None
 
     def on_kill(self) -> None:
         cancel_open_queries()
@@ -77,7 +78,7 @@ class PipelineOperator(BaseOperator):
                 raise AirflowFailException(f"{self.task_id}: template of {field!r} refused: {exc}") from None
             setattr(self, field, rendered)
 
-    def record_lineage(self, inputs: list[TableRef], outputs: list[Written]) -> None:
+    def record_lineage(self, inputs: Sequence[TableRef], outputs: Sequence[Written]) -> None:
         # object.__setattr__: BaseOperator's __setattr__ bookkeeping is for constructor arguments.
         object.__setattr__(self, "_lineage", (inputs, outputs))
 
@@ -148,7 +149,7 @@ def airflow_setattr_mirrored() -> bool:
 
 
 if airflow_setattr_mirrored():
-    PipelineOperator.__setattr__ = _setattr  # type: ignore[assignment,method-assign]
+    PipelineOperator.__setattr__ = _setattr  # type: ignore[method-assign]
 
 
 def dataset_name(conn_id: str, table: str | tuple[str, str]) -> tuple[str, str]:

@@ -166,7 +166,7 @@ class QualityCheckOperator(PipelineOperator):
                     with contextlib.suppress(Exception):
                         engine().dispose()
 
-    def _validate(self, batch: Any, check: dict[str, Any], expectation: Any, hook: SqlHook) -> dict:
+    def _validate(self, batch: Any, check: dict[str, Any], expectation: Any, hook: SqlHook) -> dict[str, Any]:
         res = batch.validate(expectation)
         result = jsonable(res.result or {})
         errors = [hook.scrub(m) for m in _exception_messages(res.exception_info)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dag_factory.hooks.load import check_mode
 from dag_factory.hooks.sql import SqlHook
 from dag_factory.operators.load import LoadTableOperator
 from dag_factory.operators.staging import run_schema
@@ -22,11 +23,11 @@ class SqlLoadOperator(LoadTableOperator):
         super().__init__(**kwargs)
         self.batch_size = batch_size
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def _load(self, context: Any) -> dict[str, Any]:
         target = SqlHook(self.sink_conn_id)
         if target.is_postgres:
-            return super().execute(context)
-        self._check_mode()
+            return super()._load(context)
+        check_mode(self.mode, self.keys)
         from dag_factory.hooks.postgres import PostgresHook
 
         staged = (run_schema(context), self.dataset)

@@ -7,7 +7,8 @@ Every model forbids unknown keys: a typo in a definition is an error, not a sile
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,12 +44,14 @@ class ParameterSpec(_Strict):
     required: bool = False
 
     def json_schema(self) -> dict[str, Any]:
-        schema: dict[str, Any] = {"type": self.type}
-        for key in ("format", "enum", "minimum", "maximum", "description"):
-            value = getattr(self, key)
-            if value is not None:
-                schema[key] = value
-        return schema
+        keywords = {
+            "format": self.format,
+            "enum": self.enum,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "description": self.description,
+        }
+        return {"type": self.type} | {key: value for key, value in keywords.items() if value is not None}
 
 
 class _Step(_Strict):
@@ -104,10 +107,11 @@ class Partitions(_Strict):
         if (self.count is None) == (self.bounds is None):
             raise ValueError("give either 'count' (ranges computed at run time) or 'bounds' (split points)")
         if self.bounds is not None:
-            kinds = {type(b) if not isinstance(b, int | float) else float for b in self.bounds}
-            if len(kinds) > 1:
+            strings = [b for b in self.bounds if isinstance(b, str)]
+            numbers = [b for b in self.bounds if not isinstance(b, str)]
+            if strings and numbers:
                 raise ValueError("'bounds' must all be numbers or all be strings")
-            if any(b >= a for a, b in zip(self.bounds[1:], self.bounds, strict=False)):
+            if _not_ascending(strings) or _not_ascending(numbers):
                 raise ValueError("'bounds' must be strictly ascending")
         return self
 
@@ -115,6 +119,13 @@ class Partitions(_Strict):
     def size(self) -> int:
         """How many extraction tasks."""
         return self.count if self.count is not None else len(self.bounds or []) + 1
+
+
+_Ordered = TypeVar("_Ordered", str, float)
+
+
+def _not_ascending(values: Sequence[_Ordered]) -> bool:
+    return any(b >= a for a, b in zip(values[1:], values, strict=False))
 
 
 def _partitions_shorthand_schema(schema: dict[str, Any]) -> None:
@@ -292,6 +303,8 @@ class HttpSource(_Step):
 
 
 Source = Annotated[PostgresSource | SqlSource | FileSource | S3Source | HttpSource, Field(discriminator="type")]
+# The sources read from a database (incremental and partitioned extraction apply to them).
+DatabaseSource = PostgresSource | SqlSource
 
 
 class SqlTransform(_Step):
@@ -428,10 +441,9 @@ class Mask(_Step):
         return [self.input]
 
 
-Transformation = Annotated[
-    SqlTransform | LookupJoin | Filter | Aggregate | Deduplicate | SelectColumns | Mask | PythonStep,
-    Field(discriminator="type"),
-]
+# The transformations that are one SELECT run in the staging database (all but python).
+SqlStep = SqlTransform | LookupJoin | Filter | Aggregate | Deduplicate | SelectColumns | Mask
+Transformation = Annotated[SqlStep | PythonStep, Field(discriminator="type")]
 
 
 class PostgresSink(_Step):
@@ -495,6 +507,9 @@ class S3Sink(_ObjectWriter):
 
 
 Sink = Annotated[PostgresSink | SqlSink | FileSink | S3Sink, Field(discriminator="type")]
+# The sinks that write a table (the others write files or objects: OBJECT_SINK_TYPES).
+TableSink = PostgresSink | SqlSink
+ObjectSink = FileSink | S3Sink
 
 
 class QualityCheck(_Strict):
@@ -560,7 +575,7 @@ class PipelineDefinition(_Strict):
 
     def staging_connection(self) -> str | None:
         """The explicit one, or the first sink's that is a database (None when every sink writes files)."""
-        tables = (s.connection for s in self.sinks.values() if s.type not in OBJECT_SINK_TYPES)
+        tables = (s.connection for s in self.sinks.values() if isinstance(s, TableSink))
         return self.orchestration.staging_connection or next(tables, None)
 
 

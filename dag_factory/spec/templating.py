@@ -189,7 +189,7 @@ def _names(node: nodes.Node) -> Iterator[nodes.Name]:
 
 
 def _describe(node: nodes.Node) -> str:
-    kinds = {
+    kinds: dict[type[nodes.Node], str] = {
         nodes.Call: "a call",
         nodes.Getattr: "attribute access",
         nodes.Getitem: "item access",

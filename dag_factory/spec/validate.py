@@ -8,14 +8,34 @@ import functools
 import importlib.util
 import os
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Hashable, Iterator
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec.expectations import known_expectations
-from dag_factory.spec.models import Filter, PipelineDefinition, PythonStep, SqlTransform
+from dag_factory.spec.models import (
+    DatabaseSource,
+    FileSink,
+    FileSource,
+    Filter,
+    HttpSource,
+    LookupJoin,
+    ParameterSpec,
+    PipelineDefinition,
+    PostgresSink,
+    PostgresSource,
+    PythonStep,
+    S3Sink,
+    S3Source,
+    Sink,
+    Source,
+    SqlSink,
+    SqlSource,
+    SqlTransform,
+    Transformation,
+)
 from dag_factory.spec.sqlcheck import predicate_errors, select_errors, without_jinja
 from dag_factory.spec.templating import template_errors
 
@@ -62,7 +82,12 @@ _BUILTIN_CALLABLES = ("dag_factory.callables.*",)
 # Fields of sources, transformations and sinks that the operators render as templates (their template_fields).
 TEMPLATED_FIELDS = ("where", "query", "sql", "condition", "path", "glob", "prefix", "params", "options")
 
+STAGING_REQUIRED = "required when every sink writes files or objects: the database where datasets are staged"
+
 Errors = list[dict[str, str]]
+Step = Source | Transformation | Sink
+StepKey = tuple[str, str]  # ("dataset" | "sink", name)
+Node = TypeVar("Node", bound=Hashable)
 
 
 def allowed_callables() -> list[str]:
@@ -148,14 +173,9 @@ def _transformation_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
         here = f"transformations[{i}]"
         if t.name in known:
             errors.append({"path": f"{here}.name", "message": f"dataset name '{t.name}' is used twice"})
-        for field in ("input", "lookup", "inputs"):
-            values = _field(t, field)
-            if values is None:
-                continue
-            for j, name in enumerate(values if isinstance(values, list) else [values]):
-                if name not in known:
-                    where = f"{here}.{field}" + (f"[{j}]" if isinstance(values, list) else "")
-                    errors.append({"path": where, "message": _unknown(name, known)})
+        for field, name in _named_inputs(t):
+            if name not in known:
+                errors.append({"path": f"{here}.{field}", "message": _unknown(name, known)})
         if isinstance(t, SqlTransform) and check_sql:
             shape = [{"path": f"{here}.sql", "message": m} for m in select_errors(t.sql)]
             errors += shape or _sql_errors(t.sql, f"{here}.sql", t.inputs, known)
@@ -170,11 +190,24 @@ def _transformation_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
     return errors
 
 
+def _named_inputs(t: Transformation) -> list[tuple[str, str]]:
+    """(field, for its JSON path; dataset name) of each input a transformation names, in field order."""
+    match t:
+        case SqlTransform() | PythonStep():
+            return [(f"inputs[{j}]", name) for j, name in enumerate(t.inputs)]
+        case LookupJoin():
+            return [("input", t.input), ("lookup", t.lookup)]
+        case _:
+            return [("input", t.input)]
+
+
 def _source_sql_errors(d: PipelineDefinition) -> Errors:
     """A source's `where` is one predicate (the builder wraps it in parentheses), its `query` one SELECT."""
     errors: Errors = []
     for name, src in d.sources.items():
-        where, query = _field(src, "where"), _field(src, "query")
+        if not isinstance(src, DatabaseSource):
+            continue
+        where, query = src.where, src.query if isinstance(src, SqlSource) else None
         if where is not None and where.strip():
             errors += [{"path": f"sources.{name}.where", "message": m} for m in predicate_errors(where)]
         if query is not None:
@@ -197,10 +230,36 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
 def templated_strings(d: PipelineDefinition) -> Iterator[tuple[str, str]]:
     """(JSON path, text) of every string the workers render as a template (see dag_factory.spec.templating)."""
     for path, step in _steps(d).values():
-        for field in TEMPLATED_FIELDS:
-            value = _field(step, field)
+        for field, value in templated_fields(step):
             if value is not None:
                 yield from _strings(value, f"{path}.{field}")
+
+
+def templated_fields(step: Step) -> list[tuple[str, object]]:
+    """(name, value) of the step's fields that the workers render (TEMPLATED_FIELDS), in that order."""
+    match step:
+        case PostgresSource():
+            return [("where", step.where)]
+        case SqlSource():
+            return [("where", step.where), ("query", step.query)]
+        case FileSource():
+            return [("path", step.path), ("glob", step.glob)]
+        case S3Source():
+            return [("glob", step.glob), ("prefix", step.prefix)]
+        case HttpSource():
+            return [("path", step.path), ("params", step.params)]
+        case SqlTransform():
+            return [("sql", step.sql)]
+        case Filter():
+            return [("condition", step.condition)]
+        case PythonStep():
+            return [("options", step.options)]
+        case FileSink():
+            return [("path", step.path)]
+        case S3Sink():
+            return [("prefix", step.prefix)]
+        case _:
+            return []
 
 
 def _template_errors(d: PipelineDefinition) -> Errors:
@@ -214,9 +273,9 @@ def _template_errors(d: PipelineDefinition) -> Errors:
     ]
 
 
-def _steps(d: PipelineDefinition) -> dict[tuple[str, str], tuple[str, Any]]:
+def _steps(d: PipelineDefinition) -> dict[StepKey, tuple[str, Step]]:
     """Every step of the graph, keyed (kind, name), with its JSON path and model."""
-    steps: dict[tuple[str, str], tuple[str, Any]] = {}
+    steps: dict[StepKey, tuple[str, Step]] = {}
     for name, src in d.sources.items():
         steps[("dataset", name)] = (f"sources.{name}", src)
     for i, t in enumerate(d.transformations):
@@ -226,7 +285,7 @@ def _steps(d: PipelineDefinition) -> dict[tuple[str, str], tuple[str, Any]]:
     return steps
 
 
-def step_key(d_names: set[str], sink_names: set[str], name: str) -> tuple[str, str] | None:
+def step_key(d_names: set[str], sink_names: set[str], name: str) -> StepKey | None:
     """A depends_on entry names a dataset (source or transformation) or, failing that, a sink."""
     if name in d_names:
         return ("dataset", name)
@@ -237,10 +296,9 @@ def _dependency_errors(d: PipelineDefinition) -> Errors:
     errors: Errors = []
     steps = _steps(d)
     datasets, sinks = {n for k, n in steps if k == "dataset"}, set(d.sinks)
-    graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    graph: dict[StepKey, list[StepKey]] = {}
     for key, (path, step) in steps.items():
-        inputs = step.input_names() if _has_method(step, "input_names") else [_field(step, "input")]
-        graph[key] = [("dataset", n) for n in inputs if n in datasets]
+        graph[key] = [("dataset", n) for n in step_inputs(step) if n in datasets]
         for j, name in enumerate(step.depends_on):
             dep = step_key(datasets, sinks, name)
             if dep is None:
@@ -258,9 +316,20 @@ def _dependency_errors(d: PipelineDefinition) -> Errors:
     return errors
 
 
-def find_cycle(graph: dict[Any, list[Any]]) -> list[Any] | None:
+def step_inputs(step: Step) -> list[str]:
+    """The datasets a step reads (a source reads none)."""
+    match step:
+        case PostgresSource() | SqlSource() | FileSource() | S3Source() | HttpSource():
+            return []
+        case PostgresSink() | SqlSink() | FileSink() | S3Sink():
+            return [step.input]
+        case _:
+            return step.input_names()
+
+
+def find_cycle(graph: dict[Node, list[Node]]) -> list[Node] | None:
     """One cycle of a directed graph as [a, b, ..., a], or None (iterative DFS: definitions can be long)."""
-    state: dict[Any, int] = {}  # 1: on the current path, 2: done
+    state: dict[Node, int] = {}  # 1: on the current path, 2: done
     for root in graph:
         if root in state:
             continue
@@ -287,7 +356,7 @@ def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
     errors += _object_io_errors(d, staging)
     errors += _extraction_errors(d)
     for name, src in d.sources.items():
-        if getattr(src, "materialize", "table") == "view" and src.connection != staging:
+        if isinstance(src, PostgresSource) and src.materialize == "view" and src.connection != staging:
             message = f"a view needs the source on the staging connection '{staging}' (here: '{src.connection}')"
             errors.append({"path": f"sources.{name}.materialize", "message": message})
     known = set(d.sources) | {t.name for t in d.transformations}
@@ -315,13 +384,15 @@ def _extraction_errors(d: PipelineDefinition) -> Errors:
     """Incremental and partitioned sources (postgres, sql): what the models alone cannot see."""
     errors: Errors = []
     for name, src in d.sources.items():
-        incremental, partitions = getattr(src, "incremental", None), getattr(src, "partitions", None)
+        if not isinstance(src, DatabaseSource):
+            continue
         here = f"sources.{name}"
-        if (incremental or partitions) and getattr(src, "materialize", "table") == "view":
+        view = isinstance(src, PostgresSource) and src.materialize == "view"
+        if (src.incremental or src.partitions) and view:
             # A view is evaluated later, by its readers: what it returns is not what the mark was computed from.
             message = "incremental or partitioned sources are staged as tables: remove materialize 'view'"
             errors.append({"path": f"{here}.materialize", "message": message})
-        if partitions and src.partition_column() is None and getattr(src, "table", None) is None:
+        if src.partitions and src.partition_column() is None and src.table is None:
             message = "required for a query source (or set incremental.column): a query has no primary key"
             errors.append({"path": f"{here}.partitions.column", "message": message})
     return errors
@@ -331,20 +402,8 @@ def _object_io_errors(d: PipelineDefinition, staging: str | None) -> Errors:
     """File/s3 sinks only: no database of their own to stage in."""
     errors: Errors = []
     if staging is None:
-        message = "required when every sink writes files or objects: the database where datasets are staged"
-        errors.append({"path": "orchestration.staging_connection", "message": message})
+        errors.append({"path": "orchestration.staging_connection", "message": STAGING_REQUIRED})
     return errors
-
-
-def _field(model: Any, name: str) -> Any:
-    """A model's field value, None when its type has no such field. Not getattr: on a pydantic model a missing
-    attribute costs a Python __getattr__ and a raised AttributeError, several microseconds, and the DAG files
-    validate their definition on every parse."""
-    return model.__dict__.get(name)
-
-
-def _has_method(model: Any, name: str) -> bool:
-    return any(name in vars(cls) for cls in type(model).__mro__)  # no pydantic __getattr__ on a miss either
 
 
 def _unknown(name: str, known: set[str], what: str = "dataset") -> str:
@@ -352,7 +411,7 @@ def _unknown(name: str, known: set[str], what: str = "dataset") -> str:
     return f"unknown {what} '{name}' (known: {options})"
 
 
-def param_errors(spec: Any, value: Any) -> list[str]:
+def param_errors(spec: ParameterSpec, value: Any) -> list[str]:
     """Messages for a value that does not satisfy a parameter's JSON Schema (empty when it does)."""
     import jsonschema
 

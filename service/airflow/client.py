@@ -9,13 +9,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from service.airflow.logs import sanitized
+from service.airflow.models import (
+    Dag,
+    DagDetails,
+    DagImportError,
+    DagList,
+    DagRun,
+    DagRunList,
+    ImportErrorList,
+    LogEvent,
+    TaskInstance,
+    TaskInstanceList,
+    XComEntry,
+)
 from service.errors import AirflowUnavailable, NotFound, UpstreamError, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+PAGE = 100  # Airflow's [api] maximum_page_limit by default: a larger page_limit is cut to it
 
 
 class AirflowNotFound(NotFound):
@@ -32,6 +49,10 @@ class AirflowRejected(UpstreamError):
 
     status_code = 400
     code = "airflow_rejected"
+
+
+class AirflowError(UpstreamError):
+    """Airflow answered, but not what its API promises (a required field missing or of the wrong type)."""
 
 
 def _seg(value: str | int) -> str:
@@ -111,6 +132,17 @@ class AirflowClient:
         resp = self.request(method, path, **kwargs)
         return resp.json() if resp.content else None
 
+    def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        """One call whose answer is read as `model`."""
+        data = self._json(method, path, **kwargs)
+        try:
+            return model.model_validate(data if data is not None else {})
+        except ValidationError as exc:
+            fields = ", ".join(sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()}))
+            raise AirflowError(
+                f"Airflow's answer to {method} {path} is not a {model.__name__}: missing or invalid {fields}"
+            ) from None
+
     # -- health -----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         try:
@@ -123,21 +155,28 @@ class AirflowClient:
         return body
 
     # -- DAGs ---------------------------------------------------------------------------------------
-    def get_dag(self, dag_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/dags/{_seg(dag_id)}"))
+    def get_dag(self, dag_id: str) -> Dag:
+        return self._call(Dag, "GET", f"/dags/{_seg(dag_id)}")
 
-    def find_dag(self, dag_id: str) -> dict[str, Any] | None:
+    def find_dag(self, dag_id: str) -> Dag | None:
         try:
             return self.get_dag(dag_id)
         except AirflowNotFound:
             return None
 
-    def list_dags(self, *, dag_id_pattern: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
-        params = {"dag_id_pattern": dag_id_pattern, "limit": limit, "offset": offset, "order_by": "dag_id"}
-        return dict(self._json("GET", "/dags", params=params))
+    def find_dag_details(self, dag_id: str) -> DagDetails | None:
+        """The DAG with its docs (GET /dags/{id}/details), or None when Airflow does not know it."""
+        try:
+            return self._call(DagDetails, "GET", f"/dags/{_seg(dag_id)}/details")
+        except AirflowNotFound:
+            return None
 
-    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
-        return dict(self._json("PATCH", f"/dags/{_seg(dag_id)}", json={"is_paused": paused}))
+    def list_dags(self, *, dag_id_pattern: str, limit: int = 100, offset: int = 0) -> DagList:
+        params = {"dag_id_pattern": dag_id_pattern, "limit": limit, "offset": offset, "order_by": "dag_id"}
+        return self._call(DagList, "GET", "/dags", params=params)
+
+    def set_paused(self, dag_id: str, paused: bool) -> Dag:
+        return self._call(Dag, "PATCH", f"/dags/{_seg(dag_id)}", json={"is_paused": paused})
 
     def delete_dag(self, dag_id: str) -> None:
         try:
@@ -149,30 +188,44 @@ class AirflowClient:
         """Ask the dag-processor to re-read the bundle now instead of at its next scan."""
         self.request("PUT", f"/parseDagFile/{_seg(file_token)}")
 
-    def import_errors(self) -> list[dict[str, Any]]:
-        data = self._json("GET", "/importErrors", params={"limit": 1000})
-        return list(data.get("import_errors", []))
+    def import_errors(self) -> list[DagImportError]:
+        return self._call(ImportErrorList, "GET", "/importErrors", params={"limit": 1000}).import_errors
 
     # -- runs ---------------------------------------------------------------------------------------
-    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], note: str | None = None) -> DagRun:
         body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
         if note:
             body["note"] = note
-        return dict(self._json("POST", f"/dags/{_seg(dag_id)}/dagRuns", json=body))
+        return self._call(DagRun, "POST", f"/dags/{_seg(dag_id)}/dagRuns", json=body)
 
-    def get_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}"))
+    def get_run(self, dag_id: str, run_id: str) -> DagRun:
+        return self._call(DagRun, "GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}")
 
-    def list_runs(self, dag_id: str, limit: int = 25, offset: int = 0) -> dict[str, Any]:
+    def list_runs(self, dag_id: str, limit: int = 25, offset: int = 0) -> DagRunList:
         params = {"limit": limit, "offset": offset, "order_by": "-run_after"}
-        return dict(self._json("GET", f"/dags/{_seg(dag_id)}/dagRuns", params=params))
+        return self._call(DagRunList, "GET", f"/dags/{_seg(dag_id)}/dagRuns", params=params)
 
-    def runs_updated_since(self, since: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    def runs_updated_since(self, since: str) -> list[DagRun]:
         """Runs of every DAG (`~`) whose row changed at or after `since` (ISO 8601), oldest change first."""
-        params = {"updated_at_gte": since, "limit": limit, "offset": offset, "order_by": "updated_at"}
-        return dict(self._json("GET", "/dags/~/dagRuns", params=params))
+        return self._all_runs({"updated_at_gte": since, "order_by": "updated_at"})
 
-    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[dict[str, Any]]:
+    def active_runs(self) -> dict[tuple[str, str], DagRun]:
+        """Every queued or running run in Airflow by (dag_id, run_id). (A GET: Airflow's POST …/list endpoints
+        write an audit-log row per call.)"""
+        return {(r.dag_id, r.dag_run_id): r for r in self._all_runs({"state": ["queued", "running"], "order_by": "id"})}
+
+    def _all_runs(self, params: dict[str, Any]) -> list[DagRun]:
+        """Every page of the runs of every DAG (`~`) that match `params`: one call per 100 runs."""
+        runs: list[DagRun] = []
+        while True:
+            page = self._call(
+                DagRunList, "GET", "/dags/~/dagRuns", params={**params, "limit": PAGE, "offset": len(runs)}
+            )
+            runs += page.dag_runs
+            if not page.dag_runs or len(runs) >= page.total_entries:
+                return runs
+
+    def clear_tasks(self, dag_id: str, run_id: str, task_ids: list[str]) -> list[TaskInstance]:
         """Re-run `task_ids` of one run; the run goes back to queued (reset_dag_runs)."""
         body = {
             "dry_run": False,
@@ -183,18 +236,17 @@ class AirflowClient:
             "include_upstream": False,
             "include_downstream": False,
         }
-        data = self._json("POST", f"/dags/{_seg(dag_id)}/clearTaskInstances", json=body)
-        return list((data or {}).get("task_instances", []))
+        return self._call(
+            TaskInstanceList, "POST", f"/dags/{_seg(dag_id)}/clearTaskInstances", json=body
+        ).task_instances
 
     def xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """The list endpoint carries no values, so each value is one call (the caller fetches each once)."""
-        data = self._json(
-            "GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}/xcomEntries/{_seg(key)}"
-        )
-        return (data or {}).get("value")
+        path = f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}/xcomEntries/{_seg(key)}"
+        return self._call(XComEntry, "GET", path).value
 
-    def set_run_state(self, dag_id: str, run_id: str, state: str) -> dict[str, Any]:
-        return dict(self._json("PATCH", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}", json={"state": state}))
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> DagRun:
+        return self._call(DagRun, "PATCH", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}", json={"state": state})
 
     def set_task_states(self, dag_id: str, run_id: str, task_ids: list[str], state: str) -> list[str]:
         """One bulk call; setting running tasks to failed makes Airflow kill them. Returns errors."""
@@ -206,11 +258,11 @@ class AirflowClient:
         )
         return [str(e) for e in (data or {}).get("update", {}).get("errors", [])]
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        data = self._json("GET", f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances", params={"limit": 1000})
-        return list(data.get("task_instances", []))
+    def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
+        path = f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
+        return self._call(TaskInstanceList, "GET", path, params={"limit": 1000}).task_instances
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[dict[str, Any]]:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[LogEvent]:
         data = self._json(
             "GET",
             f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}/logs/{_seg(try_number)}",
@@ -219,7 +271,10 @@ class AirflowClient:
         )
         content = data.get("content", []) if isinstance(data, dict) else []
         # Never the host's paths (log files, Airflow home): every reader of a task log reads it through here.
-        return sanitized([e if isinstance(e, dict) else {"event": str(e)} for e in content])
+        return [
+            LogEvent.model_validate(e)
+            for e in sanitized([e if isinstance(e, dict) else {"event": str(e)} for e in content])
+        ]
 
     # -- connections --------------------------------------------------------------------------------
     def upsert_connection(self, conn: dict[str, Any], attempts: int = 3) -> None:

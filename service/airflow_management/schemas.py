@@ -12,7 +12,7 @@ class TriggerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     conf: dict[str, Any] = Field(default_factory=dict, description="the run's conf: values of the DAG's params")
-    note: str | None = Field(None, max_length=1000)
+    note: str | None = Field(default=None, max_length=1000)
 
 
 class DagOut(ApiModel):

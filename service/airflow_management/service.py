@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from service.airflow.client import AirflowClient
+from service.airflow.models import Dag, DagRun
 from service.airflow_management.schemas import (
     DagOut,
     DagRunOut,
@@ -18,7 +18,7 @@ from service.airflow_management.schemas import (
     TriggerIn,
 )
 from service.errors import NotFound
-from service.executions.logtext import render_event
+from service.executions.logtext import readable, render_event
 from service.schemas import Page
 
 AIRFLOW_PAGE = 100
@@ -29,15 +29,8 @@ def _own(tenant_id: str, dag_id: str) -> None:
         raise NotFound(f"DAG '{dag_id}' not found")
 
 
-def _pick(model: type, data: dict[str, Any]) -> Any:
-    return model.model_validate({k: v for k, v in data.items() if k in model.model_fields})
-
-
-def _ms(start: str | None, end: str | None) -> int | None:
-    if not start or not end:
-        return None
-    parse = datetime.fromisoformat
-    return int((parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds() * 1000)
+def _ms(start: datetime | None, end: datetime | None) -> int | None:
+    return int((end - start).total_seconds() * 1000) if start and end else None
 
 
 def list_dags(airflow: AirflowClient, tenant_id: str, offset: int, limit: int) -> Page[DagOut]:
@@ -46,33 +39,29 @@ def list_dags(airflow: AirflowClient, tenant_id: str, offset: int, limit: int) -
     prefix, dags, seen = f"{tenant_id}.", [], 0
     while True:
         page = airflow.list_dags(dag_id_pattern=prefix, limit=AIRFLOW_PAGE, offset=seen)
-        batch = page.get("dags", [])
-        seen += len(batch)
-        dags += [d for d in batch if str(d.get("dag_id", "")).startswith(prefix)]
-        if not batch or seen >= int(page.get("total_entries", 0)):
+        seen += len(page.dags)
+        dags += [d for d in page.dags if d.dag_id.startswith(prefix)]
+        if not page.dags or seen >= page.total_entries:
             break
     items = [_dag_out(d) for d in dags[offset : offset + limit]]
     return Page[DagOut](items=items, total=len(dags), page=offset // limit, size=limit)
 
 
-def _dag_out(dag: dict[str, Any]) -> DagOut:
-    # Airflow 3 lists tags as {"name", "dag_id"} objects.
-    tags = [t.get("name") if isinstance(t, dict) else t for t in dag.get("tags") or []]
-    return _pick(DagOut, {**dag, "tags": [str(t) for t in tags if t]})  # type: ignore[no-any-return]
+def _dag_out(dag: Dag) -> DagOut:
+    return DagOut.model_validate(dag.model_dump(include=set(DagOut.model_fields)))
 
 
 def runs(airflow: AirflowClient, tenant_id: str, dag_id: str, limit: int) -> DagRunsOut:
     _own(tenant_id, dag_id)
     data = airflow.list_runs(dag_id, limit=limit)
-    return DagRunsOut(
-        dag_id=dag_id, runs=[_run_out(r) for r in data.get("dag_runs", [])], total=int(data.get("total_entries", 0))
+    return DagRunsOut(dag_id=dag_id, runs=[_run_out(r) for r in data.dag_runs], total=data.total_entries)
+
+
+def _run_out(run: DagRun) -> DagRunOut:
+    fields = run.model_dump(include=set(DagRunOut.model_fields))
+    return DagRunOut.model_validate(
+        {**fields, "run_id": run.dag_run_id, "duration_ms": _ms(run.start_date, run.end_date)}
     )
-
-
-def _run_out(run: dict[str, Any]) -> DagRunOut:
-    out: DagRunOut = _pick(DagRunOut, {**run, "run_id": run.get("dag_run_id")})
-    out.duration_ms = _ms(run.get("start_date"), run.get("end_date"))
-    return out
 
 
 def tasks(airflow: AirflowClient, tenant_id: str, dag_id: str, run_id: str) -> TaskInstancesOut:
@@ -80,9 +69,9 @@ def tasks(airflow: AirflowClient, tenant_id: str, dag_id: str, run_id: str) -> T
     airflow.get_run(dag_id, run_id)  # a 404 names the run, not an empty list
     out = []
     for ti in airflow.task_instances(dag_id, run_id):
-        item: TaskInstanceOut = _pick(TaskInstanceOut, {**ti, "try_number": ti.get("try_number") or 0})
-        item.duration_ms = int(ti["duration"] * 1000) if ti.get("duration") is not None else None
-        out.append(item)
+        fields = ti.model_dump(include=set(TaskInstanceOut.model_fields))
+        duration_ms = int(ti.duration * 1000) if ti.duration is not None else None
+        out.append(TaskInstanceOut.model_validate({**fields, "duration_ms": duration_ms}))
     return TaskInstancesOut(dag_id=dag_id, run_id=run_id, tasks=out)
 
 
@@ -90,12 +79,12 @@ def task_logs(
     airflow: AirflowClient, tenant_id: str, dag_id: str, run_id: str, task_id: str, try_number: int | None, lines: int
 ) -> TaskLogsOut:
     _own(tenant_id, dag_id)
-    found = [t for t in airflow.task_instances(dag_id, run_id) if t["task_id"] == task_id]
+    found = [t for t in airflow.task_instances(dag_id, run_id) if t.task_id == task_id]
     if not found:
         raise NotFound(f"run '{run_id}' of DAG '{dag_id}' has no task '{task_id}'")
-    attempt = try_number or found[0].get("try_number") or 0
+    attempt = try_number or found[0].try_number
     events = airflow.task_log(dag_id, run_id, task_id, attempt) if attempt else []
-    rendered = [render_event(e) for e in events if str(e.get("event") or "") and not str(e["event"]).startswith("::")]
+    rendered = [render_event(e) for e in events if readable(e)]
     return TaskLogsOut(dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=attempt, lines=rendered[-lines:])
 
 

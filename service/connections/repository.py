@@ -19,7 +19,7 @@ def by_name(session: Session, tenant_id: str, name: str) -> Connection | None:
     return session.scalars(stmt).one_or_none()
 
 
-def _of_tenant(tenant_id: str) -> Select[tuple[Connection]]:
+def _of_tenant(tenant_id: str) -> Select[Connection]:
     return select(Connection).where(Connection.tenant_id == tenant_id).order_by(Connection.created_at, Connection.id)
 
 

@@ -31,6 +31,15 @@ def _policy(request: Request) -> NetworkPolicy:
 Policy = Annotated[NetworkPolicy, Depends(_policy)]
 
 
+def _users(request: Request) -> service.ConnectionUsers:
+    """Which pipelines use a connection: handed in by service/main.py (pipelines build on connections)."""
+    users: service.ConnectionUsers = request.app.state.connection_users
+    return users
+
+
+Users = Annotated[service.ConnectionUsers, Depends(_users)]
+
+
 @router.post("", status_code=201, response_model=ConnectionOut, response_model_by_alias=True)
 def create_connection(
     body: ConnectionIn,
@@ -70,8 +79,10 @@ def update_connection(
     vault: VaultDep,
     secrets: Secrets,
     policy: Policy,
+    users: Users,
 ) -> ConnectionOut:
-    return service.to_out(service.update(session, principal, connection_id, body, airflow, vault, secrets, policy))
+    conn = service.update(session, principal, connection_id, body, airflow, vault, secrets, policy, users=users)
+    return service.to_out(conn)
 
 
 @router.patch(
@@ -86,9 +97,10 @@ def patch_connection(
     vault: VaultDep,
     secrets: Secrets,
     policy: Policy,
+    users: Users,
 ) -> ConnectionOut:
     """JSON Merge Patch of the PUT body without secrets: credentials stay unless the patch names them."""
-    conn = service.patch(session, principal, connection_id, body, airflow, vault, secrets, policy)
+    conn = service.patch(session, principal, connection_id, body, airflow, vault, secrets, policy, users=users)
     return service.to_out(conn)
 
 
@@ -108,7 +120,7 @@ def test_connection(
 
 @router.delete("/{connection_id}", status_code=204)
 def delete_connection(
-    connection_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow
+    connection_id: str, principal: CurrentPrincipal, session: DbSession, airflow: Airflow, users: Users
 ) -> Response:
-    service.delete(session, principal, connection_id, airflow)
+    service.delete(session, principal, connection_id, airflow, users=users)
     return Response(status_code=204)

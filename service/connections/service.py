@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,6 @@ from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_
 from connections.network import NetworkDenied, NetworkPolicy, current_policy, policy_of
 from connections.testing import Stage, TestResult, check_connection
 from connections.types import SQL_TYPES, is_sqlite
-from dag_factory.spec.models import connection_names_of
 from service import naming
 from service.airflow.client import AirflowClient
 from service.auth import Principal
@@ -27,10 +27,14 @@ from service.connections.models import Connection
 from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut, StageOut
 from service.errors import Conflict, NotFound, ServiceError, UpstreamError, ValidationFailed
 from service.merge_patch import patched
-from service.pipelines import repository as pipeline_repo
 from service.secrets import SecretsBackend, Vault, resolve
 
 log = logging.getLogger(__name__)
+
+# Names of the tenant's pipelines whose current definition uses connection `name`: (session, tenant_id, name).
+# Pipelines build on connections, so this feature is handed the lookup (service/main.py wires
+# service.pipelines.service.connection_users) rather than importing pipelines.
+ConnectionUsers = Callable[[Session, str, str], list[str]]
 
 
 def _spec(body: ConnectionIn, policy: NetworkPolicy | None = None) -> ConnectionSpec:
@@ -196,6 +200,8 @@ def update(
     vault: Vault,
     secrets: SecretsBackend,
     policy: NetworkPolicy | None = None,
+    *,
+    users: ConnectionUsers,
 ) -> Connection:
     """Replace the connection's settings; without credentials/credentialSecretRef the stored ones stay.
 
@@ -253,10 +259,12 @@ def patch(
     vault: Vault,
     secrets: SecretsBackend,
     policy: NetworkPolicy | None = None,
+    *,
+    users: ConnectionUsers,
 ) -> Connection:
     """A merge patch: the merged document goes through `update`, as a PUT body would."""
     body = patched(ConnectionIn, put_body(get_or_404(session, principal.tenant_id, connection_id)), changes)
-    return update(session, principal, connection_id, body, airflow, vault, secrets, policy)
+    return update(session, principal, connection_id, body, airflow, vault, secrets, policy, users=users)
 
 
 def _stored_or_400(conn: Connection, vault: Vault, secrets: SecretsBackend) -> Credentials | None:
@@ -273,16 +281,9 @@ def get_or_404(session: Session, tenant_id: str, connection_id: str) -> Connecti
     return conn
 
 
-def users(session: Session, tenant_id: str, name: str) -> list[str]:
-    """Names of the tenant's pipelines whose current definition uses connection `name`."""
-    found = []
-    for pipeline, definition in pipeline_repo.tenant_definitions(session, tenant_id):
-        if name in connection_names_of(definition):
-            found.append(pipeline.name)
-    return sorted(found)
-
-
-def delete(session: Session, principal: Principal, connection_id: str, airflow: AirflowClient) -> None:
+def delete(
+    session: Session, principal: Principal, connection_id: str, airflow: AirflowClient, *, users: ConnectionUsers
+) -> None:
     conn = get_or_404(session, principal.tenant_id, connection_id)
     in_use = users(session, principal.tenant_id, conn.name)
     if in_use:
@@ -340,7 +341,7 @@ def _test_out(result: TestResult) -> ConnectionTestOut:
         latency_ms=result.latency_ms,
         version=result.version,
         details=result.details,
-        stages=[StageOut(name=s.name, ok=s.ok, ms=s.ms, message=s.message) for s in result.stages],  # type: ignore[arg-type]
+        stages=[StageOut(name=s.name, ok=s.ok, ms=s.ms, message=s.message) for s in result.stages],
         failed_stage=result.failed_stage,
         hint=result.hint,
     )

@@ -1,5 +1,6 @@
 """Per-process state of status reads, held on app.state (service.main) and handed to whoever needs it: the
-cache of serialised status bodies (StatusCache) and the single-flight inline refresh (StatusRefresh)."""
+cache of serialised status bodies (StatusCache) and the batched refresh of active executions that status
+reads and the reconciler share (StatusRefresh)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import threading
 import time
 from datetime import datetime
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from service.airflow.client import AirflowClient
-from service.db import utcnow
+from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable
 from service.executions.models import TERMINAL, Execution
-from service.executions.sync import refresh
+from service.executions.sync import refresh_active
 
 
 class StatusCache:
@@ -70,31 +73,40 @@ class StatusCache:
 
 
 class StatusRefresh:
-    """Serve the stored row while it is fresh (the reconciler keeps it so); refresh it inline when stale.
-    Single-flight per process: while one request refreshes an execution, the others answer from the row."""
+    """Keeps the rows of active executions fresh for status reads, in batches (sync.refresh_active): a read
+    that finds its row older than the max age refreshes every active execution at once, unless a refresh
+    is under way in this process (then it answers from the row). Fifty clients polling fifty executions
+    cost Airflow two calls per max age, not a hundred. The reconciler's tick runs the same batch."""
 
-    def __init__(self) -> None:
-        self._refreshing: set[str] = set()
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
         self._lock = threading.Lock()
+        self._last_batch = float("-inf")  # monotonic start of the last batch that completed
 
-    def read_status(self, ex: Execution, airflow: AirflowClient, max_age_seconds: float) -> None:
-        if ex.status in TERMINAL or not ex.submitted or not _stale(ex, max_age_seconds):
-            return
-        with self._lock:
-            if ex.id in self._refreshing:
-                return
-            self._refreshing.add(ex.id)
+    def stale(self, ex: Execution, max_age_seconds: float) -> bool:
+        """Whether a read of `ex` should refresh first: it is active, and neither its row nor this
+        process's last batch (which skips runs Airflow still queues as before) is younger than the max age."""
+        if ex.status in TERMINAL or not ex.submitted:
+            return False
+        stamp = (ex.progress or {}).get("refreshedAt")
+        if not stamp:
+            return True  # submitted after the last batch began
+        if (utcnow() - datetime.fromisoformat(stamp)).total_seconds() <= max_age_seconds:
+            return False
+        return time.monotonic() - self._last_batch > max_age_seconds
+
+    def refresh_active(self, airflow: AirflowClient) -> bool:
+        """One batch, unless one is under way in this process. True when this call refreshed (re-read the row);
+        False when it did not, or Airflow is unreachable (the stored state is the best answer then)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        started = time.monotonic()
         try:
-            refresh(ex, airflow)
+            with session_scope(self.sessions) as s:
+                refresh_active(s, airflow)
+            self._last_batch = started
+            return True
         except AirflowUnavailable:
-            pass  # the stored state is still the best answer; the reconciler catches up later
+            return False
         finally:
-            with self._lock:
-                self._refreshing.discard(ex.id)
-
-
-def _stale(ex: Execution, max_age_seconds: float) -> bool:
-    stamp = (ex.progress or {}).get("refreshedAt")
-    if not stamp:
-        return True
-    return (utcnow() - datetime.fromisoformat(stamp)).total_seconds() > max_age_seconds
+            self._lock.release()

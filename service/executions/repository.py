@@ -6,11 +6,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
+from service.airflow.models import DagRun
 from service.db import page
 from service.errors import NotFound
 from service.executions.models import COMPLETED, FAILED, QUEUED, RUN_STATE, Execution
@@ -72,7 +72,7 @@ def estimate_duration_ms(session: Session, pipeline_id: str) -> int | None:
         .order_by(Execution.finished_at.desc())
         .limit(ESTIMATE_SAMPLE)
     ).all()
-    durations = [(end - start).total_seconds() * 1000 for start, end in rows]
+    durations = [(end - start).total_seconds() * 1000 for start, end in rows if start is not None and end is not None]
     return int(statistics.median(durations)) if durations else None
 
 
@@ -94,11 +94,11 @@ def pending_submissions(session: Session, limit: int = 20) -> Sequence[tuple[Exe
     return [(ex, p) for ex, p in session.execute(stmt).all()]
 
 
-def reopened_in_airflow(session: Session, runs: list[dict[str, Any]]) -> list[str]:
+def reopened_in_airflow(session: Session, runs: list[DagRun]) -> list[str]:
     """Ids of finished executions whose Airflow run now says otherwise: cleared in Airflow and queued or
     running again, or even finished again (while the service was down) with another outcome."""
     # By DAG and run: run ids are unique per DAG only.
-    airflow_status = {(r.get("dag_id"), r["dag_run_id"]): RUN_STATE.get(r.get("state") or "") for r in runs}
+    airflow_status = {(r.dag_id, r.dag_run_id): RUN_STATE.get(r.state or "") for r in runs}
     if not airflow_status:
         return []
     finished = session.execute(

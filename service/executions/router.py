@@ -90,13 +90,20 @@ async def get_execution(execution_id: str, principal: CurrentPrincipal, request:
 
 
 def _status_json(request: Request, tenant_id: str, execution_id: str) -> tuple[bytes, float]:
-    settings = request.app.state.settings
-    with session_scope(request.app.state.sessions) as session:
-        ex = repository.get_or_404(session, tenant_id, execution_id)
-        request.app.state.status_refresh.read_status(ex, request.app.state.airflow, settings.status_max_age_seconds)
-        out = to_out(ex)
-    ttl = settings.status_cache_seconds if out.status in TERMINAL else settings.status_max_age_seconds
+    state = request.app.state
+    out, stale = _read_status(request, tenant_id, execution_id)
+    if stale and state.status_refresh.refresh_active(state.airflow):
+        out, _ = _read_status(request, tenant_id, execution_id)  # in a new transaction: the batch committed
+    ttl = state.settings.status_cache_seconds if out.status in TERMINAL else state.settings.status_max_age_seconds
     return out.model_dump_json(by_alias=True).encode(), ttl
+
+
+def _read_status(request: Request, tenant_id: str, execution_id: str) -> tuple[ExecutionOut, bool]:
+    """The execution as stored, and whether it is too old to answer with (StatusRefresh.stale)."""
+    state = request.app.state
+    with session_scope(state.sessions) as session:
+        ex = repository.get_or_404(session, tenant_id, execution_id)
+        return to_out(ex), state.status_refresh.stale(ex, state.settings.status_max_age_seconds)
 
 
 @router.post(

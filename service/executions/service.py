@@ -20,6 +20,7 @@ from dag_factory.spec.task_ids import (
     quality_task,
 )
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
+from service.airflow.models import TaskInstance
 from service.auth import Principal
 from service.db import utcnow
 from service.errors import AirflowUnavailable, Conflict, ServiceError, ValidationFailed
@@ -133,9 +134,7 @@ def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
             tis = airflow.task_instances(ex.dag_id, ex.id)
         except AirflowNotFound:
             return
-        unfinished = [
-            t["task_id"] for t in tis if t.get("state") not in DONE_TASK_STATES and t["task_id"] != TEARDOWN_TASK_ID
-        ]
+        unfinished = [t.task_id for t in tis if t.state not in DONE_TASK_STATES and t.task_id != TEARDOWN_TASK_ID]
         if not unfinished:
             return
         airflow.set_task_states(ex.dag_id, ex.id, unfinished, "failed")
@@ -173,11 +172,11 @@ def table_check_tasks(definition: dict[str, Any]) -> set[str]:
     }
 
 
-def retry_set(tis: list[dict[str, Any]], table_checks: set[str]) -> list[str]:
-    every = [t["task_id"] for t in tis]
-    failed = [t["task_id"] for t in tis if t.get("state") in ("failed", "upstream_failed")]
+def retry_set(tis: list[TaskInstance], table_checks: set[str]) -> list[str]:
+    every = [t.task_id for t in tis]
+    failed = [t.task_id for t in tis if t.state in ("failed", "upstream_failed")]
     if not failed:  # the run failed as a whole (run timeout, marked failed): re-run what did not succeed
-        failed = [t["task_id"] for t in tis if t.get("state") not in ("success", "skipped")]
+        failed = [t.task_id for t in tis if t.state not in ("success", "skipped")]
     chosen = set(failed)
     if any(t not in table_checks for t in failed):
         chosen |= {t for t in every if t.startswith(_STAGING_GROUPS)}

@@ -5,21 +5,22 @@ the API shows it."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import logging
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dag_factory.spec.task_ids import QUALITY_PREFIX, SINKS_PREFIX, SOURCES_PREFIX, quality_dataset
 from service.airflow.client import AirflowClient, AirflowNotFound
+from service.airflow.models import DagRun, TaskInstance
 from service.db import utcnow
-from service.errors import ServiceError
+from service.errors import AirflowUnavailable, ServiceError
 from service.executions.logtext import render_event
 from service.executions.models import CANCELLED, DONE_TASK_STATES, FAILED, RUN_STATE, TERMINAL, Execution
 from service.executions.schemas import ExecutionOut, Metrics, Progress, QualityResultOut, TaskOut
 
-
-def ts(value: str | None) -> datetime | None:
-    """A datetime from one of Airflow's ISO timestamps (None stays None)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+log = logging.getLogger(__name__)
 
 
 def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> None:
@@ -35,9 +36,49 @@ def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> N
         ex.status, ex.finished_at = FAILED, utcnow()
         ex.error_message = "the Airflow run no longer exists (the DAG or its run was deleted in Airflow)"
         return
-    tis = airflow.task_instances(ex.dag_id, ex.id)
+    apply(ex, run, airflow.task_instances(ex.dag_id, ex.id), airflow)
+
+
+def refresh_active(session: Session, airflow: AirflowClient) -> None:
+    """Bring every submitted, unfinished execution (of every tenant) in step with Airflow in a batch: one call
+    for all queued and running runs, then the task instances of each run that is running or changed state; a
+    run still queued as it was costs nothing more. An execution whose run is no longer active (it finished,
+    or was deleted) is refreshed on its own: that happens once per execution.
+
+    Rows another replica holds (it is refreshing them) are skipped."""
+    active = list(
+        session.scalars(
+            select(Execution)
+            .where(Execution.submitted.is_(True), Execution.status.in_(["QUEUED", "RUNNING"]))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not active:
+        return
+    runs = airflow.active_runs()
+    for ex in active:
+        run = runs.get((ex.dag_id, ex.id))
+        try:
+            if run is None:
+                refresh(ex, airflow)
+            elif _moved(ex, run):
+                apply(ex, run, airflow.task_instances(ex.dag_id, ex.id), airflow)
+        except AirflowUnavailable:
+            raise
+        except ServiceError as exc:
+            log.warning("refresh of execution %s: %s", ex.id, exc.message)
+
+
+def _moved(ex: Execution, run: DagRun) -> bool:
+    """Whether an active run's task instances need reading: it runs, or it is not as the row last saw it."""
+    return run.state != "queued" or ex.airflow_state != "queued" or not (ex.progress or {}).get("tasks")
+
+
+def apply(ex: Execution, run: DagRun, tis: list[TaskInstance], airflow: AirflowClient) -> None:
+    """The run's state and task instances into the row (with the XCom and log reads a finished task or run
+    needs)."""
     previous = ex.progress or {}
-    ex.airflow_state = run.get("state")
+    ex.airflow_state = run.state
     ex.progress = {
         **previous,
         "progress": _progress(tis),
@@ -45,10 +86,10 @@ def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> N
         "rows": _task_rows(ex, airflow, tis, previous.get("rows") or {}),
         "refreshedAt": utcnow().isoformat(),
     }
-    ex.started_at = ts(run.get("start_date")) or ex.started_at
-    status = RUN_STATE.get(run.get("state") or "", ex.status)
+    ex.started_at = run.start_date or ex.started_at
+    status = RUN_STATE.get(run.state or "", ex.status)
     if status in TERMINAL:
-        ex.finished_at = ts(run.get("end_date")) or utcnow()
+        ex.finished_at = run.end_date or utcnow()
         ex.error_message = _failure_message(ex, tis, airflow) if status == FAILED else None
         ex.quality_results = quality_results(ex, airflow, tis)
     else:
@@ -56,23 +97,22 @@ def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> N
     ex.status = status
 
 
-def _task_out(ti: dict[str, Any]) -> dict[str, Any]:
-    duration = ti.get("duration")
+def _task_out(ti: TaskInstance) -> dict[str, Any]:
     return TaskOut(
-        task_id=ti["task_id"],
-        state=ti.get("state"),
-        try_number=ti.get("try_number") or 0,
-        started_at=ts(ti.get("start_date")),
-        finished_at=ts(ti.get("end_date")),
-        duration_ms=int(duration * 1000) if duration is not None else None,
+        task_id=ti.task_id,
+        state=ti.state,
+        try_number=ti.try_number,
+        started_at=ti.start_date,
+        finished_at=ti.end_date,
+        duration_ms=int(ti.duration * 1000) if ti.duration is not None else None,
     ).model_dump(mode="json")
 
 
-def _progress(tis: list[dict[str, Any]]) -> dict[str, Any]:
-    done = sum(1 for t in tis if t.get("state") in DONE_TASK_STATES)
-    running = [t["task_id"] for t in tis if t.get("state") == "running"]
-    waiting = [t["task_id"] for t in tis if t.get("state") in ("queued", "scheduled", "up_for_retry")]
-    current = (running or waiting or [None])[0]
+def _progress(tis: list[TaskInstance]) -> dict[str, Any]:
+    done = sum(1 for t in tis if t.state in DONE_TASK_STATES)
+    running = [t.task_id for t in tis if t.state == "running"]
+    waiting = [t.task_id for t in tis if t.state in ("queued", "scheduled", "up_for_retry")]
+    current = (running or waiting)[0] if running or waiting else None
     total = len(tis)
     return Progress(
         total_tasks=total,
@@ -82,15 +122,13 @@ def _progress(tis: list[dict[str, Any]]) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-def _task_rows(
-    ex: Execution, airflow: AirflowClient, tis: list[dict[str, Any]], known: dict[str, Any]
-) -> dict[str, Any]:
+def _task_rows(ex: Execution, airflow: AirflowClient, tis: list[TaskInstance], known: dict[str, Any]) -> dict[str, Any]:
     """{task_id: {"try": n, "rows": r}} from each successful task's XCom, read once per task try: a finished
     try's XCom never changes, so a status read costs no XCom calls once every task has been seen."""
     rows = dict(known)
     for ti in tis:
-        task_id, attempt = ti["task_id"], ti.get("try_number") or 0
-        if ti.get("state") != "success" or (rows.get(task_id) or {}).get("try") == attempt:
+        task_id, attempt = ti.task_id, ti.try_number
+        if ti.state != "success" or (rows.get(task_id) or {}).get("try") == attempt:
             continue
         if task_id.startswith(QUALITY_PREFIX):
             continue  # check results, no rows: read once the run has finished (quality_results)
@@ -113,14 +151,14 @@ def _counts_of(value: Any) -> dict[str, int | None]:
     return {k: v if isinstance(v := value.get(k), int) and not isinstance(v, bool) else None for k in ("rows", "bytes")}
 
 
-def quality_results(ex: Execution, airflow: AirflowClient, tis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def quality_results(ex: Execution, airflow: AirflowClient, tis: list[TaskInstance]) -> list[dict[str, Any]]:
     """The check results of every quality task that ran, from its XCom return value: one call per quality task,
     made once, when the run has finished. A task whose error-severity check failed pushed its results before
     failing; one that never ran (its sink failed) has none."""
     out: list[dict[str, Any]] = []
     for ti in tis:
-        task_id = ti["task_id"]
-        if not task_id.startswith(QUALITY_PREFIX) or ti.get("state") not in ("success", "failed"):
+        task_id = ti.task_id
+        if not task_id.startswith(QUALITY_PREFIX) or ti.state not in ("success", "failed"):
             continue
         try:
             value = airflow.xcom_value(ex.dag_id, ex.id, task_id)
@@ -161,21 +199,21 @@ def _quality_result(task_id: str, raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _failure_message(ex: Execution, tis: list[dict[str, Any]], airflow: AirflowClient) -> str:
-    failed = [t for t in tis if t.get("state") == "failed"]
+def _failure_message(ex: Execution, tis: list[TaskInstance], airflow: AirflowClient) -> str:
+    failed = [t for t in tis if t.state == "failed"]
     if not failed:
         return "the Airflow run failed (run timeout, or marked failed in Airflow)"
     first = failed[0]
     reason = ""
     try:
-        events = airflow.task_log(ex.dag_id, ex.id, first["task_id"], first.get("try_number") or 1)
-        errors = [e for e in events if str(e.get("level", "")).lower() in ("error", "critical")]
+        events = airflow.task_log(ex.dag_id, ex.id, first.task_id, first.try_number or 1)
+        errors = [e for e in events if (e.level or "").lower() in ("error", "critical")]
         if errors:
             reason = ": " + render_event(errors[-1], with_time=False)
     except ServiceError:
         pass
     others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    return f"task '{first['task_id']}' failed{others}{reason}"[:2000]
+    return f"task '{first.task_id}' failed{others}{reason}"[:2000]
 
 
 def _metrics(ex: Execution) -> Metrics:

@@ -3,10 +3,12 @@ from sqlalchemy import create_engine
 
 from service.models import Base
 
-url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
+url: str | None = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
 
 
 def run() -> None:
+    if not url:
+        raise RuntimeError("no database url: pass it as the `url` attribute or set sqlalchemy.url")
     engine = create_engine(url)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

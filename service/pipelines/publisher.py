@@ -7,14 +7,16 @@ same revision twice) and reports the outcome on the row.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dag_factory.spec.models import connection_names_of
@@ -27,18 +29,32 @@ from service.errors import AirflowUnavailable, ServiceError, UpstreamError
 from service.pipelines import dagfile, repository
 from service.pipelines.models import Pipeline
 from service.pipelines.service import ACTIVE, CREATED, DEPLOYING, INVALID
-from service.schedules.service import timetable_entries
 
 log = logging.getLogger(__name__)
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+class TimetableEntry(TypedDict):
+    """One enabled schedule as the pipeline's DAG file carries it (dag_factory's timetable reads it)."""
+
+    id: str
+    cron: str
+    timezone: str
+    parameters: dict[str, Any]
+    since: str  # ISO 8601: when the schedule last changed
+
+
+# A pipeline's enabled schedules, (session, pipeline_id) -> entries in the order the timetable numbers them.
+# Schedules build on pipelines, so the publisher is handed this (service/main.py wires
+# service.schedules.service.timetable_entries) rather than importing it.
+Timetable = Callable[[Session, str], list[TimetableEntry]]
 
 
 class Publisher:
-    def __init__(self, settings: Settings, airflow: AirflowClient, sessions: sessionmaker[Session]):
+    def __init__(
+        self, settings: Settings, airflow: AirflowClient, sessions: sessionmaker[Session], *, timetable: Timetable
+    ):
         self.settings = settings
+        self.timetable = timetable
         self.airflow = airflow
         self.sessions = sessions
         self.dags_dir = Path(settings.dags_dir)
@@ -76,6 +92,7 @@ class Publisher:
                 )
                 .values(status=DEPLOYING, status_detail=None, updated_at=utcnow())
             )
+            assert isinstance(result, CursorResult)  # an UPDATE's is (with a row count); execute() says any Result
             return bool(result.rowcount)
 
     def _finish(self, pipeline_id: str, revision: int, status: str, detail: str | None) -> None:
@@ -91,19 +108,23 @@ class Publisher:
             )
 
     # -- publishing ---------------------------------------------------------------------------------
-    def _config(self, s: Session, pipeline: Pipeline) -> dict[str, Any]:
+    def _config(self, s: Session, pipeline: Pipeline) -> tuple[dict[str, Any], str]:
+        """The DAG file's JSON, and the mark its DAG's docs carry (a digest of everything else in it): what
+        tells that Airflow serves this file and not one written a moment before."""
         definition = repository.current_version(s, pipeline).definition
         conn_ids = {c.name: c.airflow_conn_id for c in connection_repo.list_all(s, pipeline.tenant_id)}
         used = {n: conn_ids[n] for n in connection_names_of(definition) if n in conn_ids}
-        return {
+        config: dict[str, Any] = {
             "dag_id": pipeline.dag_id,
             "definition": definition,
             "connections": used,
             "description": pipeline.description,
             "owner": pipeline.created_by or "pipeline-service",
             "tags": [*_identity_tags(pipeline), *pipeline.tags][:20],
-            "schedules": timetable_entries(s, pipeline.id),  # enabled ones; none: manual runs only
+            "schedules": self.timetable(s, pipeline.id),  # enabled ones; none: manual runs only
         }
+        mark = PUBLISHED_MARK + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
+        return {**config, "doc": _dag_doc(pipeline, mark)}, mark
 
     def publish(self, pipeline_id: str, revision: int) -> None:
         with session_scope(self.sessions) as s:
@@ -111,11 +132,12 @@ class Publisher:
             if pipeline is None:
                 return
             dag_id, tenant = pipeline.dag_id, pipeline.tenant_id
-            text = dagfile.render(pipeline_id=pipeline.id, tenant=tenant, config=self._config(s, pipeline))
+            config, mark = self._config(s, pipeline)
+            text = dagfile.render(pipeline_id=pipeline.id, tenant=tenant, config=config)
         written_at = utcnow()
         dagfile.write_atomic(self.path_for(dag_id), text)
         try:
-            status, detail = self._wait_for_airflow(dag_id, written_at)
+            status, detail = self._wait_for_airflow(dag_id, written_at, mark)
             if status == ACTIVE:
                 self.airflow.set_paused(dag_id, False)
         except (AirflowUnavailable, UpstreamError) as exc:
@@ -130,7 +152,9 @@ class Publisher:
         if status == ACTIVE:
             self.on_published()  # queued executions of this pipeline can go now
 
-    def _wait_for_airflow(self, dag_id: str, written_at: datetime) -> tuple[str, str | None]:
+    def _wait_for_airflow(self, dag_id: str, written_at: datetime, mark: str) -> tuple[str, str | None]:
+        """ACTIVE once Airflow serves the DAG of the file just written (its docs carry `mark`); INVALID with
+        Airflow's import error, or when it does not within the publish timeout."""
         file_name = naming.dag_file_name(dag_id)
         deadline = time.monotonic() + self.settings.publish_timeout_seconds
         next_reparse = 0.0
@@ -138,13 +162,16 @@ class Publisher:
             if time.monotonic() >= next_reparse:
                 self._request_parse(dag_id)
                 next_reparse = time.monotonic() + 5.0
-            dag = self.airflow.find_dag(dag_id)
-            parsed = _ts(dag.get("last_parsed_time")) if dag else None
+            dag = self.airflow.find_dag_details(dag_id)
             error = self._import_error(file_name, written_at)
             if error is not None:
                 return INVALID, error
-            if dag and parsed and parsed >= written_at and not dag.get("has_import_errors"):
-                return ACTIVE, None
+            if dag and dag.last_parsed_time and dag.last_parsed_time >= written_at and not dag.has_import_errors:
+                if mark in (dag.doc_md or ""):
+                    return ACTIVE, None
+                # Parsed after the write, but from the file as it was before (the parse began earlier, or
+                # another publish of this DAG wrote in between): ask for another parse now.
+                next_reparse = 0.0
             time.sleep(0.25)
         return INVALID, f"Airflow did not load the DAG within {self.settings.publish_timeout_seconds:.0f} s"
 
@@ -152,16 +179,14 @@ class Publisher:
         """Ask for a rescan through any DAG of the bundle: the pipeline's own, or the sentinel."""
         for candidate in (dag_id, naming.SENTINEL_DAG_ID):
             dag = self.airflow.find_dag(candidate)
-            if dag and dag.get("file_token"):
-                self.airflow.reparse(dag["file_token"])
+            if dag and dag.file_token:
+                self.airflow.reparse(dag.file_token)
                 return
 
     def _import_error(self, file_name: str, since: datetime) -> str | None:
         for err in self.airflow.import_errors():
-            filename = str(err.get("filename") or "")
-            stamp = _ts(err.get("timestamp"))
-            if filename.endswith(file_name) and stamp and stamp >= since:
-                return str(err.get("stack_trace") or "import error")[-4000:]
+            if err.filename.endswith(file_name) and err.timestamp and err.timestamp >= since:
+                return (err.stack_trace or "import error")[-4000:]
         return None
 
     # -- removal ------------------------------------------------------------------------------------
@@ -172,6 +197,23 @@ class Publisher:
         except ServiceError as exc:
             # The file is gone, so Airflow marks the DAG stale at its next scan anyway.
             log.warning("could not delete DAG %s in Airflow: %s", dag_id, exc.message)
+
+
+PUBLISHED_MARK = "published:"
+
+
+def _dag_doc(pipeline: Pipeline, mark: str) -> str:
+    """The DAG's docs in Airflow's UI: the pipeline's description, where it comes from, the publication mark."""
+    origin = (
+        f"template `{pipeline.template_id}` {pipeline.template_version or ''}".strip() if pipeline.template_id else ""
+    )
+    facts = [
+        f"Pipeline `{pipeline.name}` (`{pipeline.id}`), revision {pipeline.revision} (version {pipeline.version})",
+        f"owner {pipeline.created_by or 'pipeline-service'}",
+        *([f"from {origin}"] if origin else []),
+        f"`{mark}`",
+    ]
+    return "\n\n".join([*([pipeline.description] if pipeline.description else []), " · ".join(facts)])
 
 
 def _identity_tags(pipeline: Pipeline) -> list[str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, cast, exists, func, select
 from sqlalchemy.dialects.postgresql import JSONB
@@ -59,7 +60,7 @@ def versions(session: Session, pipeline_id: str) -> Sequence[PipelineVersion]:
     return session.scalars(stmt.order_by(PipelineVersion.revision)).all()
 
 
-def tenant_definitions(session: Session, tenant_id: str) -> list[tuple[Pipeline, dict]]:
+def tenant_definitions(session: Session, tenant_id: str) -> list[tuple[Pipeline, dict[str, Any]]]:
     """Each pipeline of a tenant with its current definition (one query)."""
     stmt = (
         select(Pipeline, PipelineVersion.definition)

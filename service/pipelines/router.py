@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from service.auth import CurrentPrincipal
@@ -14,6 +14,15 @@ from service.pipelines.schemas import PipelineIn, PipelineOut, PipelineVersionOu
 from service.schemas import Page, PageNumber, PageSize
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"])
+
+
+def _templates(request: Request) -> service.TemplateLink:
+    """The templates feature, handed in by service/main.py (templates build on pipelines)."""
+    templates: service.TemplateLink = request.app.state.template_link
+    return templates
+
+
+Templates = Annotated[service.TemplateLink, Depends(_templates)]
 
 
 class ValidateIn(BaseModel):
@@ -39,16 +48,19 @@ def validate_pipeline(body: ValidateIn, principal: CurrentPrincipal, session: Db
 
 
 @router.post("", status_code=201, response_model=PipelineOut, response_model_by_alias=True)
-def create_pipeline(body: PipelineIn, principal: CurrentPrincipal, session: DbSession, request: Request) -> PipelineOut:
+def create_pipeline(
+    body: PipelineIn, principal: CurrentPrincipal, session: DbSession, request: Request, templates: Templates
+) -> PipelineOut:
     pipeline = service.create(session, principal, body)
     run_after_commit(session, request.app.state.wake_workers)
-    return service.to_out(session, pipeline)
+    return service.to_out(session, pipeline, templates=templates)
 
 
 @router.get("", response_model=Page[PipelineOut], response_model_by_alias=True, response_model_exclude_none=False)
 def list_pipelines(
     principal: CurrentPrincipal,
     session: DbSession,
+    templates: Templates,
     tags: Annotated[str | None, Query(description="comma-separated; a pipeline must carry all of them")] = None,
     status: Annotated[str | None, Query()] = None,
     page: PageNumber = 0,
@@ -63,32 +75,44 @@ def list_pipelines(
     rows, total = repository.list_page(
         session, principal.tenant_id, status=status, tags=wanted, offset=page * size, limit=size
     )
-    items = [service.to_out(session, p, with_definition=False) for p in rows]
+    items = [service.to_out(session, p, with_definition=False, templates=templates) for p in rows]
     return Page[PipelineOut](items=items, total=total, page=page, size=size)
 
 
 @router.get("/{pipeline_id}", response_model=PipelineOut, response_model_by_alias=True)
-def get_pipeline(pipeline_id: str, principal: CurrentPrincipal, session: DbSession) -> PipelineOut:
-    return service.to_out(session, service.get_or_404(session, principal.tenant_id, pipeline_id))
+def get_pipeline(
+    pipeline_id: str, principal: CurrentPrincipal, session: DbSession, templates: Templates
+) -> PipelineOut:
+    return service.to_out(session, service.get_or_404(session, principal.tenant_id, pipeline_id), templates=templates)
 
 
 @router.put("/{pipeline_id}", response_model=PipelineOut, response_model_by_alias=True)
 def update_pipeline(
-    pipeline_id: str, body: PipelineIn, principal: CurrentPrincipal, session: DbSession, request: Request
+    pipeline_id: str,
+    body: PipelineIn,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    request: Request,
+    templates: Templates,
 ) -> PipelineOut:
-    pipeline = service.update(session, principal, pipeline_id, body)
+    pipeline = service.update(session, principal, pipeline_id, body, templates=templates)
     run_after_commit(session, request.app.state.wake_workers)
-    return service.to_out(session, pipeline)
+    return service.to_out(session, pipeline, templates=templates)
 
 
 @router.patch("/{pipeline_id}", response_model=PipelineOut, response_model_by_alias=True, openapi_extra=PATCH_OPENAPI)
 def patch_pipeline(
-    pipeline_id: str, body: MergePatch, principal: CurrentPrincipal, session: DbSession, request: Request
+    pipeline_id: str,
+    body: MergePatch,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    request: Request,
+    templates: Templates,
 ) -> PipelineOut:
     """JSON Merge Patch of the PUT body (description, tags, any part of the definition); stored as a PUT."""
-    pipeline = service.patch(session, principal, pipeline_id, body)
+    pipeline = service.patch(session, principal, pipeline_id, body, templates=templates)
     run_after_commit(session, request.app.state.wake_workers)
-    return service.to_out(session, pipeline)
+    return service.to_out(session, pipeline, templates=templates)
 
 
 @router.delete("/{pipeline_id}", status_code=204)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from connections.types import is_sqlite
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import PipelineDefinition, validate_definition
-from dag_factory.spec.models import CONNECTION_TYPES_BY_STEP
+from dag_factory.spec.models import CONNECTION_TYPES_BY_STEP, connection_names_of
 from service import naming
 from service.auth import Principal
 from service.connections import repository as connection_repo
@@ -24,6 +24,17 @@ from service.pipelines.schemas import PipelineIn, PipelineOut
 # ACTIVE: Airflow serves the DAG. INVALID: Airflow (or the service) could not load it; see statusDetail.
 CREATED, DEPLOYING, ACTIVE, INVALID = "CREATED", "DEPLOYING", "ACTIVE", "INVALID"
 STATUSES = (CREATED, DEPLOYING, ACTIVE, INVALID)
+
+
+class TemplateLink(Protocol):
+    """What a pipeline created from a template asks of the templates feature. Templates build on pipelines, so
+    pipelines are handed it (service.templates.service is one; service/main.py wires it) instead of importing it."""
+
+    def check_controls(self, session: Session, pipeline: Pipeline, definition: dict[str, Any]) -> None:
+        """400 when an update drops a compliance control the template put in."""
+
+    def provenance(self, session: Session, pipeline: Pipeline) -> dict[str, Any] | None:
+        """{id, version, latestVersion, behind} of a pipeline created from a template."""
 
 
 def parse_definition(data: dict[str, Any]) -> PipelineDefinition:
@@ -153,7 +164,9 @@ def create(session: Session, principal: Principal, body: PipelineIn) -> Pipeline
     return pipeline
 
 
-def update(session: Session, principal: Principal, pipeline_id: str, body: PipelineIn) -> Pipeline:
+def update(
+    session: Session, principal: Principal, pipeline_id: str, body: PipelineIn, *, templates: TemplateLink
+) -> Pipeline:
     pipeline = get_or_404(session, principal.tenant_id, pipeline_id)
     if body.name != pipeline.name:
         # The Airflow DAG id (and so the run history in Airflow) is derived from the name at creation.
@@ -162,9 +175,7 @@ def update(session: Session, principal: Principal, pipeline_id: str, body: Pipel
         )
     validate(session, principal.tenant_id, body.definition)
     if pipeline.template_id:
-        from service.templates.service import check_controls  # templates build on pipelines: imported here
-
-        check_controls(session, pipeline, body.definition)  # compliance controls cannot be edited away
+        templates.check_controls(session, pipeline, body.definition)  # compliance controls cannot be edited away
     pipeline.revision += 1
     _add_version(pipeline, body, pipeline.revision, principal.subject)
     pipeline.version = body.version
@@ -188,13 +199,18 @@ def put_body(session: Session, pipeline: Pipeline) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
-def patch(session: Session, principal: Principal, pipeline_id: str, changes: dict[str, Any]) -> Pipeline:
+def patch(
+    session: Session, principal: Principal, pipeline_id: str, changes: dict[str, Any], *, templates: TemplateLink
+) -> Pipeline:
     """A merge patch: the merged document is a PUT body, validated and stored by `update`."""
     pipeline = get_or_404(session, principal.tenant_id, pipeline_id)
-    return update(session, principal, pipeline_id, patched(PipelineIn, put_body(session, pipeline), changes))
+    body = patched(PipelineIn, put_body(session, pipeline), changes)
+    return update(session, principal, pipeline_id, body, templates=templates)
 
 
-def to_out(session: Session, pipeline: Pipeline, with_definition: bool = True) -> PipelineOut:
+def to_out(
+    session: Session, pipeline: Pipeline, with_definition: bool = True, *, templates: TemplateLink
+) -> PipelineOut:
     out = PipelineOut(
         pipeline_id=pipeline.id,
         name=pipeline.name,
@@ -212,7 +228,15 @@ def to_out(session: Session, pipeline: Pipeline, with_definition: bool = True) -
     if with_definition:
         out.definition = repository.current_version(session, pipeline).definition
     if pipeline.template_id:
-        from service.templates.service import provenance  # templates build on pipelines: imported here
-
-        out.template = provenance(session, pipeline)
+        out.template = templates.provenance(session, pipeline)
     return out
+
+
+def connection_users(session: Session, tenant_id: str, name: str) -> list[str]:
+    """Names of the tenant's pipelines whose current definition uses connection `name` (a connection in use is
+    neither deleted nor turned into another kind: service.connections is handed this, see service/main.py)."""
+    found = []
+    for pipeline, definition in repository.tenant_definitions(session, tenant_id):
+        if name in connection_names_of(definition):
+            found.append(pipeline.name)
+    return sorted(found)

@@ -16,10 +16,11 @@ from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import validate_parameters
 from dag_factory.spec.schedule import schedule_at, schedule_id_of
 from service.airflow.client import AirflowClient
+from service.airflow.models import DagRun
 from service.db import utcnow
 from service.errors import AirflowUnavailable, ServiceError
 from service.executions.models import QUEUED, Execution
-from service.executions.sync import refresh, ts
+from service.executions.sync import refresh
 from service.pipelines import repository as pipeline_repo
 from service.pipelines import service as pipelines
 from service.pipelines.models import Pipeline
@@ -29,17 +30,17 @@ from service.schedules.models import Schedule
 log = logging.getLogger(__name__)
 
 
-def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[dict[str, Any]]) -> list[str]:
+def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[DagRun]) -> list[str]:
     """Record as executions the runs that Airflow's scheduler started for a pipeline's DAG (run_type
     scheduled) and the service does not know yet, also those started while the service was down. The run id
     names the schedule (dag_factory.spec.schedule); the execution carries that schedule's parameters over
     the pipeline's defaults. Safe on several replicas: the execution id is the run id (a primary key)."""
     new = _unknown_scheduled_runs(session, runs)
-    dag_ids = {r["dag_id"] for r in new}
+    dag_ids = {r.dag_id for r in new}
     by_dag = {p.dag_id: p for p in session.scalars(select(Pipeline).where(Pipeline.dag_id.in_(dag_ids)))} if new else {}
     imported = []
     for run in new:
-        pipeline = by_dag.get(run["dag_id"])
+        pipeline = by_dag.get(run.dag_id)
         if pipeline is None:
             continue  # not a pipeline's DAG
         ex = _execution_of(session, pipeline, run)
@@ -53,19 +54,19 @@ def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[d
     return imported
 
 
-def _unknown_scheduled_runs(session: Session, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    scheduled = [r for r in runs if r.get("run_type") == "scheduled" and len(r.get("dag_run_id") or "") <= 64]
+def _unknown_scheduled_runs(session: Session, runs: list[DagRun]) -> list[DagRun]:
+    scheduled = [r for r in runs if r.run_type == "scheduled" and len(r.dag_run_id) <= 64]
     if not scheduled:
         return []
     # An id already taken (by this DAG's execution, or, for a run id made by Airflow alone, another DAG's: the
     # execution id is the run id, a primary key) is not imported again.
-    known = set(session.scalars(select(Execution.id).where(Execution.id.in_([r["dag_run_id"] for r in scheduled]))))
-    return [r for r in scheduled if r["dag_run_id"] not in known]
+    known = set(session.scalars(select(Execution.id).where(Execution.id.in_([r.dag_run_id for r in scheduled]))))
+    return [r for r in scheduled if r.dag_run_id not in known]
 
 
-def _schedule_id(session: Session, pipeline: Pipeline, run: dict[str, Any]) -> str | None:
-    schedule_id = schedule_id_of(run["dag_run_id"])
-    logical_date = ts(run.get("logical_date"))
+def _schedule_id(session: Session, pipeline: Pipeline, run: DagRun) -> str | None:
+    schedule_id = schedule_id_of(run.dag_run_id)
+    logical_date = run.logical_date
     if schedule_id is None and logical_date is not None:
         # Its id was made while Airflow's scheduler still held the DAG's previous version: the logical
         # date tells the schedule (dag_factory.timetables).
@@ -87,10 +88,10 @@ def _parameters(session: Session, pipeline: Pipeline, schedule_id: str | None) -
         return dict(values)
 
 
-def _execution_of(session: Session, pipeline: Pipeline, run: dict[str, Any]) -> Execution:
+def _execution_of(session: Session, pipeline: Pipeline, run: DagRun) -> Execution:
     schedule_id = _schedule_id(session, pipeline, run)
     return Execution(
-        id=run["dag_run_id"],
+        id=run.dag_run_id,
         tenant_id=pipeline.tenant_id,
         pipeline_id=pipeline.id,
         pipeline_revision=pipeline.revision,
@@ -102,7 +103,7 @@ def _execution_of(session: Session, pipeline: Pipeline, run: dict[str, Any]) -> 
         schedule_id=schedule_id,
         submitted=True,
         created_by=f"schedule:{schedule_id}" if schedule_id else "airflow-scheduler",
-        submitted_at=ts(run.get("run_after") or run.get("queued_at")) or utcnow(),
+        submitted_at=run.run_after or run.queued_at or utcnow(),
         progress={},
     )
 

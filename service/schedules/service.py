@@ -32,6 +32,7 @@ from service.merge_patch import patched
 from service.pipelines import repository as pipeline_repo
 from service.pipelines import service as pipelines
 from service.pipelines.models import Pipeline
+from service.pipelines.publisher import TimetableEntry
 from service.schedules import repository
 from service.schedules.models import Schedule
 from service.schedules.schemas import ScheduleIn, ScheduleOut
@@ -154,16 +155,16 @@ def trigger(session: Session, principal: Principal, schedule_id: str, *, rate_pe
     return ex
 
 
-def timetable_entries(session: Session, pipeline_id: str) -> list[dict[str, Any]]:
+def timetable_entries(session: Session, pipeline_id: str) -> list[TimetableEntry]:
     """What the pipeline's DAG file carries: its enabled schedules, in the order the timetable numbers them."""
     return [
-        {
-            "id": s.id,
-            "cron": s.cron_expression,
-            "timezone": s.timezone,
-            "parameters": s.parameters,
-            "since": s.updated_at.isoformat(),
-        }
+        TimetableEntry(
+            id=s.id,
+            cron=s.cron_expression,
+            timezone=s.timezone,
+            parameters=s.parameters,
+            since=s.updated_at.isoformat(),
+        )
         for s in repository.enabled_for_pipeline(session, pipeline_id)
     ]
 

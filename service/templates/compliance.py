@@ -118,14 +118,14 @@ def pack_parameters(template: Template) -> dict[str, TemplateParameter]:
 
 def masks_for(template: Template) -> dict[str, str]:
     """column -> strategy of every sensitive column whose pack the template carries."""
-    masks = {}
+    masks: dict[str, str] = {}
     for column, item in template.sensitive_columns().items():
         pack = CATEGORY_PACK[item.category]
         if pack not in template.compliance:
             continue
         rule = PACKS[pack]["masks"][item.category]
-        strategy = item.strategy if item.strategy in rule["allowed"] else rule["default"]
-        masks[column] = strategy
+        chosen = item.strategy
+        masks[column] = chosen if chosen is not None and chosen in rule["allowed"] else rule["default"]
     return masks
 
 
@@ -169,7 +169,8 @@ def apply_packs(template: Template, definition: dict[str, Any], params: dict[str
     transformations: list[dict[str, Any]] = d.setdefault("transformations", [])
     sources: dict[str, Any] = d.setdefault("sources", {})
     checks: list[dict[str, Any]] = d.setdefault("quality_checks", [])
-    taken = set(sources) | {t.get("name") for t in transformations if isinstance(t, dict)} | set(d["sinks"])
+    named = (t.get("name") for t in transformations if isinstance(t, dict))
+    taken: set[str] = {*sources, *(n for n in named if isinstance(n, str)), *d["sinks"]}
     gdpr = "GDPR" in template.compliance
     if gdpr:
         sources[ERASURE_SOURCE] = {
@@ -199,13 +200,14 @@ def apply_packs(template: Template, definition: dict[str, Any], params: dict[str
                 current = name
             guarded[original] = current
         sink["input"] = guarded[original]
-    checks += _leak_checks(template, d["sinks"], masks, {c.get("name") for c in checks if isinstance(c, dict)})
+    check_names = {n for n in (c.get("name") for c in checks if isinstance(c, dict)) if isinstance(n, str)}
+    checks += _leak_checks(template, d["sinks"], masks, check_names)
     if "SOX" in template.compliance:
         _add_sox_audit(template, d, params, taken)
     return d
 
 
-def _add_sox_audit(template: Template, d: dict[str, Any], params: dict[str, Any], taken: set[Any]) -> None:
+def _add_sox_audit(template: Template, d: dict[str, Any], params: dict[str, Any], taken: set[str]) -> None:
     """SOX: one audit row per sink and run, appended next to the first database sink after every sink loaded."""
     transformations: list[dict[str, Any]] = d["transformations"]
     sinks = dict(d["sinks"])
@@ -235,8 +237,10 @@ def _add_sox_audit(template: Template, d: dict[str, Any], params: dict[str, Any]
     }
 
 
-def _leak_checks(template: Template, sinks: dict[str, Any], masks: dict[str, str], taken: set[Any]) -> list[dict]:
-    checks = []
+def _leak_checks(
+    template: Template, sinks: dict[str, Any], masks: dict[str, str], taken: set[str]
+) -> list[dict[str, Any]]:
+    checks: list[dict[str, Any]] = []
     for column, item in template.sensitive_columns().items():
         if column not in masks:
             continue

@@ -56,7 +56,7 @@ def create_from_template(
 ) -> PipelineOut:
     pipeline = templates.create_pipeline(session, principal, template_id, body)
     run_after_commit(session, request.app.state.wake_workers)
-    return pipelines.to_out(session, pipeline)
+    return pipelines.to_out(session, pipeline, templates=templates)
 
 
 @router.get("/{template_id:path}", response_model=TemplateOut, response_model_by_alias=True)

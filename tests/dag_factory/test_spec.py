@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from dag_factory.exceptions import DefinitionError
-from dag_factory.spec import validate_definition, validate_parameters
+from dag_factory.spec import models, validate_definition, validate_parameters
+from dag_factory.spec.validate import TEMPLATED_FIELDS, templated_fields
 
 EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "daily-sales-etl.json").read_text())
 
@@ -106,3 +108,18 @@ def test_required_parameter_without_default():
     with pytest.raises(DefinitionError) as info:
         validate_parameters(d, {})
     assert info.value.errors == [{"path": "parameters.region", "message": "required parameter is missing"}]
+
+
+# Every class of the discriminated unions (Annotated[A | B | ..., discriminator]).
+STEP_CLASSES = [
+    cls for union in (models.Source, models.Transformation, models.Sink) for cls in get_args(get_args(union)[0])
+]
+
+
+@pytest.mark.parametrize("cls", STEP_CLASSES, ids=lambda c: c.__name__)
+def test_templated_fields_are_every_templated_field_of_the_step(cls):
+    """validate.templated_fields names each step type's templated fields itself: it must give every one of
+    TEMPLATED_FIELDS (the operators' template_fields) that the type has, in that order."""
+    fields = [f for f in TEMPLATED_FIELDS if f in cls.model_fields]
+    step = cls.model_construct(**{f: f"value of {f}" for f in fields})
+    assert templated_fields(step) == [(f, f"value of {f}") for f in fields]

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from connections.types import InvalidConnection, airflow_connection, build_spec, is_sqlite
 from dag_factory.builder.dag import build_dag
@@ -405,6 +406,9 @@ def test_sql_sink_into_sqlite_creates_appends_overwrites_and_merges(ctx: dict):
     assert lite("SELECT count(*), sum(id) FROM orders_copy") == (11, 55 + 99)
     assert lite("SELECT note FROM orders_copy WHERE id = 3") == ("n3",)
     with pytest.raises(Exception, match="merge key columns missing"):
+        load("merge", ["nope"])
+    # The same texts as the postgres sink's (dag_factory.hooks.load), and no retry: it would fail again.
+    with pytest.raises(AirflowFailException, match=r"^merge key columns missing: 'nope' \(not in dataset 'orders'\)"):
         load("merge", ["nope"])
 
 

@@ -41,7 +41,7 @@ def test_the_fake_airflow_answers_with_the_builders_task_ids(tmp_path: Path) -> 
     airflow = AirflowClient("http://airflow.test", USERNAME, lambda: PASSWORD, transport=fake.transport())
     try:
         airflow.trigger(dag_id, "run-1", {})
-        answered = [t["task_id"] for t in airflow.task_instances(dag_id, "run-1")]
+        answered = [t.task_id for t in airflow.task_instances(dag_id, "run-1")]
     finally:
         airflow.close()
     assert len(answered) == len(set(answered))

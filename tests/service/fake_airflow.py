@@ -80,6 +80,10 @@ class FakeAirflow:
         self.fail_next: list[int] = []  # HTTP statuses the next authenticated API requests get instead
         self.health_response: httpx.Response | None = None  # overrides GET /monitor/health
         self.broken: dict[str, str] = {}  # DAG file name -> the traceback importing it raises
+        # DAG ids whose next parse reads the file as it was before the last write (a parse that began
+        # before the service wrote it): parsed again, yet still serving the older revision.
+        self.stale_parse: set[str] = set()
+        self.parsed_files: dict[str, dict[str, Any]] = {}  # DAG id -> the config of the file it serves
         self.dags: dict[str, dict[str, Any]] = {}
         self.dag_tasks: dict[str, list[str]] = {}
         self.import_errors: dict[str, dict[str, Any]] = {}  # by file path
@@ -103,6 +107,7 @@ class FakeAirflow:
             ("GET", r"/api/v2/monitor/health", self._health),
             ("GET", r"/api/v2/dags", self._list_dags),
             ("GET", dag, self._get_dag),
+            ("GET", dag + r"/details", self._get_dag),
             ("PATCH", dag, self._patch_dag),
             ("DELETE", dag, self._delete_dag),
             ("PUT", r"/api/v2/parseDagFile/(?P<token>[^/]+)", self._parse),
@@ -166,10 +171,11 @@ class FakeAirflow:
         return _json(200, {"metadatabase": {"status": "healthy"}, "scheduler": healthy, "dag_processor": healthy})
 
     # -- DAGs and parsing -----------------------------------------------------------------------------
-    def _add_dag(self, dag_id: str, path: Path, tasks: list[str]) -> None:
+    def _add_dag(self, dag_id: str, path: Path, tasks: list[str], doc: str | None = None) -> None:
         token = self.dags.get(dag_id, {}).get("file_token") or uuid.uuid4().hex
         self._file_tokens[token] = path
         self.dags[dag_id] = {
+            "doc_md": doc,
             "dag_id": dag_id,
             "fileloc": str(path),
             "file_token": token,
@@ -194,7 +200,11 @@ class FakeAirflow:
                 continue
             self.import_errors.pop(str(path), None)
             config = read_config(path)
-            self._add_dag(config["dag_id"], path, task_ids(config["definition"]))
+            if config["dag_id"] in self.stale_parse and config["dag_id"] in self.parsed_files:
+                self.stale_parse.discard(config["dag_id"])
+                config = self.parsed_files[config["dag_id"]]
+            self.parsed_files[config["dag_id"]] = config
+            self._add_dag(config["dag_id"], path, task_ids(config["definition"]), config.get("doc"))
 
     def _list_dags(self, request: httpx.Request) -> httpx.Response:
         """dag_id_pattern is a substring match, as in Airflow (SQL LIKE '%pattern%')."""
@@ -270,14 +280,18 @@ class FakeAirflow:
         return _json(200, self.runs[key])
 
     def _list_runs(self, request: httpx.Request, dag_id: str) -> httpx.Response:
-        """`~` lists the runs of every DAG; updated_at_gte filters on the run's last change."""
+        """`~` lists the runs of every DAG; updated_at_gte filters on the run's last change, state (repeated) on
+        the run's state."""
         if dag_id != "~" and dag_id not in self.dags:
             return _missing(f"Dag {dag_id}")
         since = request.url.params.get("updated_at_gte")
+        states = request.url.params.get_list("state")
         runs = [
             r
             for key, r in self.runs.items()
-            if dag_id in ("~", key[0]) and (since is None or self.run_updated.get(key, "") >= _iso(since))
+            if dag_id in ("~", key[0])
+            and (since is None or self.run_updated.get(key, "") >= _iso(since))
+            and (not states or r["state"] in states)
         ]
         runs.sort(key=lambda r: r["run_after"], reverse=request.url.params.get("order_by", "").startswith("-"))
         offset, limit = int(request.url.params.get("offset", 0)), int(request.url.params.get("limit", 100))

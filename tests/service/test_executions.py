@@ -464,6 +464,52 @@ def test_a_fresh_status_is_served_from_the_database(svc: Service, acme: Api, sub
     assert len(svc.fake.requests) > before
 
 
+def test_status_reads_refresh_every_active_execution_in_one_batch(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(_with_orchestration("batch", max_active_runs=10))
+    ids = [acme.execute(pipeline["pipelineId"])["executionId"] for _ in range(6)]
+    svc.publish()
+    svc.dispatch()
+    dag_id = pipeline["dagId"]
+    svc.fake.set_run(dag_id, ids[0], "running", {"prepare_staging": "success", "sources.products": "running"})
+    svc.fake.set_run(dag_id, ids[1], "success", dict.fromkeys(TASKS, "success"))
+    before = len(svc.fake.requests)
+    acme.execution(ids[2])  # stale: one batch refreshes all six
+    batch = svc.fake.requests[before:]
+    assert batch.count(("GET", "/api/v2/dags/~/dagRuns")) == 1  # every active run at once
+    # The finished run left the active list: read on its own (run, task instances); the running one and the
+    # queued ones never seen before have their task instances read. Other calls are only the XComs of tasks
+    # that succeeded (row counts), read once each.
+    per_run = [p for _, p in batch if "/dags/~/" not in p and not p.endswith("/xcomEntries/return_value")]
+    run = f"/api/v2/dags/{dag_id}/dagRuns/"
+    assert sorted(per_run) == sorted([run + ids[1]] + [run + i + "/taskInstances" for i in ids])
+    xcoms = [p for _, p in batch if p.endswith("/xcomEntries/return_value")]
+    assert f"/api/v2/dags/{dag_id}/dagRuns/{ids[0]}/taskInstances/prepare_staging/xcomEntries/return_value" in xcoms
+    assert not any(f"/dagRuns/{i}/" in p for p in xcoms for i in ids[2:])
+
+    svc.settings.status_max_age_seconds = 60
+    before = len(svc.fake.requests)
+    bodies = {i: acme.execution(i) for i in ids}  # fresh: answered from the rows, no Airflow call
+    assert len(svc.fake.requests) == before
+    assert bodies[ids[0]]["status"] == "RUNNING" and bodies[ids[0]]["progress"]["completedTasks"] == 1
+    assert bodies[ids[1]]["status"] == "COMPLETED"
+    assert {bodies[i]["status"] for i in ids[2:]} == {"QUEUED"}
+    assert all(len(bodies[i]["tasks"]) == len(TASKS) for i in ids)  # queued runs list their tasks too
+
+
+def test_a_queued_run_that_has_not_changed_costs_one_call_per_batch(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(_with_orchestration("quiet", max_active_runs=10))
+    ids = [acme.execute(pipeline["pipelineId"])["executionId"] for _ in range(3)]
+    svc.publish()
+    svc.dispatch()
+    svc.app.state.status_refresh.refresh_active(svc.app.state.airflow)  # sees them queued
+    before = len(svc.fake.requests)
+    assert svc.app.state.status_refresh.refresh_active(svc.app.state.airflow)
+    assert svc.fake.requests[before:] == [("GET", "/api/v2/dags/~/dagRuns")]
+    svc.fake.set_run(pipeline["dagId"], ids[0], "running", {"prepare_staging": "running"})
+    assert svc.app.state.status_refresh.refresh_active(svc.app.state.airflow)
+    assert acme.execution(ids[0])["progress"]["currentTask"] == "prepare_staging"
+
+
 def test_list_filters_by_submission_time(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     first = _finish(svc, acme, acme.execute(active["pipelineId"]))
     second = acme.execute(active["pipelineId"])
@@ -526,6 +572,7 @@ def test_retry_of_a_failed_quality_check_reruns_only_the_check(
 
 
 def test_retry_set_rebuilds_the_staging_for_a_check_of_staged_data() -> None:
+    from service.airflow.models import TaskInstance
     from service.executions.service import retry_set, table_check_tasks
 
     definition = {
@@ -540,7 +587,7 @@ def test_retry_set_rebuilds_the_staging_for_a_check_of_staged_data() -> None:
         "cleanup_staging": "success",
     }
     for failed, rebuilt in (("quality.t", False), ("quality.f", True), ("quality.raw", True)):
-        tis = [{"task_id": t, "state": s} for t, s in {**states, failed: "failed"}.items()]
+        tis = [TaskInstance(task_id=t, state=s) for t, s in {**states, failed: "failed"}.items()]
         chosen = retry_set(tis, table_check_tasks(definition))
         assert failed in chosen and "cleanup_staging" in chosen and "sinks.t" not in chosen
         assert ("sources.raw" in chosen) is rebuilt, (failed, chosen)

@@ -76,3 +76,29 @@ def test_two_tenants_never_share_a_dag_file(svc: Service) -> None:
     assert read_config(svc.dag_file("a.b__x"))["dag_id"] == "a.b__x"
     assert ab.delete(f"/v1/pipelines/{created[1]['pipelineId']}").status_code == 204
     assert svc.dag_file("a.b__x").exists()
+
+
+def test_active_only_once_airflow_serves_the_file_just_written(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    """A parse that began before the write ends after it: Airflow's parse time is new, its DAG is the old
+    one. The publisher tells by the mark in the DAG's docs and asks for another parse."""
+    dag_id = active["dagId"]
+    before = svc.fake.dags[dag_id]["doc_md"]
+    assert "published:" in before and "revision 1" in before
+    svc.fake.stale_parse.add(dag_id)
+    parses = len(svc.fake.calls("PUT", r"/api/v2/parseDagFile/.*"))
+    changed = example(version="1.1.0")
+    changed["definition"]["sources"]["raw_transactions"]["table"] = "public.raw_transactions_v2"
+    acme.put(f"/v1/pipelines/{active['pipelineId']}", json=changed)
+    svc.publish()
+
+    assert acme.pipeline(active["pipelineId"])["status"] == "ACTIVE"
+    assert len(svc.fake.calls("PUT", r"/api/v2/parseDagFile/.*")) >= parses + 2  # the stale parse, and one more
+    served = svc.fake.parsed_files[dag_id]
+    assert served["definition"]["sources"]["raw_transactions"]["table"] == "public.raw_transactions_v2"
+    assert "revision 2" in svc.fake.dags[dag_id]["doc_md"] and svc.fake.dags[dag_id]["doc_md"] != before
+
+
+def test_the_dag_docs_say_where_the_pipeline_comes_from(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    config = read_config(svc.dag_file(active["dagId"]))
+    assert config["doc"].startswith(active["description"])
+    assert f"`{active['pipelineId']}`" in config["doc"] and "revision 1" in config["doc"]
