@@ -45,13 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(settings.sqlalchemy_url)
         dagfile.ensure_sentinel(settings.dags_dir)
-        workers = make_workers(
-            app.state.publisher,
-            app.state.sessions,
-            app.state.airflow,
-            app.state.status_refresh,
-            settings.background_interval_seconds,
-        )
+        workers = make_workers(app.state, settings.background_interval_seconds)
         app.state.workers = workers
         if settings.background_tasks:
             for w in workers:

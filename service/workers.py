@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import State
 
 from service.airflow.client import AirflowClient
+from service.connections.service import sync_pending
 from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable, ServiceError
 from service.executions import repository as execution_repo
@@ -22,6 +24,7 @@ from service.executions.models import Execution
 from service.executions.sync import refresh, refresh_active
 from service.pipelines.publisher import Publisher
 from service.schedules.imports import import_scheduled_runs
+from service.secrets import SecretsBackend, Vault
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +126,22 @@ class ClearedRunsWatch:
         self.since = looked_at - self.OVERLAP
 
 
-def make_workers(
-    publisher: Publisher,
-    sessions: sessionmaker[Session],
-    airflow: AirflowClient,
-    status: StatusRefresh,
-    interval: float,
-) -> list[Worker]:
+def connections_step(
+    sessions: sessionmaker[Session], airflow: AirflowClient, vault: Vault, secrets: SecretsBackend
+) -> None:
+    """Connection changes that did not reach Airflow inline (service.connections.service.materialise)."""
+    with session_scope(sessions) as s:
+        sync_pending(s, airflow, vault, secrets)
+
+
+def make_workers(state: State, interval: float) -> list[Worker]:
+    """The loops of one process, over what service.main installed on app.state."""
+    publisher: Publisher = state.publisher
+    sessions: sessionmaker[Session] = state.sessions
+    airflow: AirflowClient = state.airflow
+    status: StatusRefresh = state.status_refresh
     return [
+        Worker("connections", lambda: connections_step(sessions, airflow, state.vault, state.secrets), interval),
         Worker("publisher", publisher.run_pending, interval),
         Worker("dispatcher", lambda: dispatch_step(sessions, airflow), interval),
         # The same batch as status reads run (and share with them: one at a time per process).

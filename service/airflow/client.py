@@ -277,15 +277,16 @@ class AirflowClient:
         ]
 
     # -- connections --------------------------------------------------------------------------------
-    def upsert_connection(self, conn: dict[str, Any], attempts: int = 3) -> None:
+    def upsert_connection(self, conn: dict[str, Any], attempts: int = 3, timeout: float | None = None) -> None:
         """PATCH, or POST when missing. Idempotent, so an HTTP 5xx (Airflow's metadata database busy) is
-        tried again, twice, after 0.5 s and 1 s."""
+        tried again, up to `attempts` times, after 0.5 s, 1 s… `timeout`: per call, instead of the client's."""
+        how: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         for attempt in range(attempts):
             try:
                 try:
-                    self.request("PATCH", f"/connections/{_seg(conn['connection_id'])}", json=conn)
+                    self.request("PATCH", f"/connections/{_seg(conn['connection_id'])}", json=conn, **how)
                 except AirflowNotFound:
-                    self.request("POST", "/connections", json=conn)
+                    self.request("POST", "/connections", json=conn, **how)
                 return
             except AirflowRejected:
                 raise  # the content: asking again changes nothing

@@ -28,5 +28,11 @@ class Connection(Base):
     headers_encrypted: Mapped[str | None] = mapped_column(Text)
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     airflow_conn_id: Mapped[str] = mapped_column(String(250), unique=True)
+    # The Airflow connection is an outbox: every change bumps `airflow_version`; the change is in Airflow
+    # once `airflow_synced_version` has caught up (inline when Airflow answers at once, else the
+    # connections worker). `airflow_sync_error`: why the last attempt did not get there.
+    airflow_version: Mapped[int] = mapped_column(Integer, default=1)
+    airflow_synced_version: Mapped[int] = mapped_column(Integer, default=0)
+    airflow_sync_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

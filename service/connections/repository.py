@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -29,3 +29,16 @@ def list_all(session: Session, tenant_id: str) -> Sequence[Connection]:
 
 def list_page(session: Session, tenant_id: str, *, offset: int, limit: int) -> tuple[Sequence[Connection], int]:
     return page(session, _of_tenant(tenant_id), offset=offset, limit=limit)
+
+
+def not_in_airflow(session: Session, tenant_id: str, names: Collection[str]) -> list[Connection]:
+    """Those of the tenant's connections named `names` whose last change has not reached Airflow yet."""
+    if not names:
+        return []
+    return list(
+        session.scalars(
+            _of_tenant(tenant_id).where(
+                Connection.name.in_(list(names)), Connection.airflow_synced_version < Connection.airflow_version
+            )
+        )
+    )

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from connections.network import NetworkPolicy
 from service.auth import CurrentPrincipal
 from service.connections import repository, service
+from service.connections.models import Connection
 from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut
-from service.db import DbSession
+from service.db import DbSession, run_after_commit
 from service.deps import Airflow, VaultDep
 from service.merge_patch import PATCH_OPENAPI, MergePatch
 from service.schemas import Page, PageNumber, PageSize
@@ -49,8 +50,18 @@ def create_connection(
     vault: VaultDep,
     secrets: Secrets,
     policy: Policy,
+    request: Request,
 ) -> ConnectionOut:
-    return service.to_out(service.create(session, principal, body, airflow, vault, secrets, policy))
+    return _out(request, session, service.create(session, principal, body, airflow, vault, secrets, policy))
+
+
+def _out(request: Request, session: DbSession, conn: Connection) -> ConnectionOut:
+    """The stored connection; when Airflow did not take it in time, the connections worker is woken (after
+    the commit) to carry on."""
+    out = service.to_out(conn)
+    if out.airflow_sync == "PENDING":
+        run_after_commit(session, request.app.state.wake_workers)
+    return out
 
 
 @router.get("", response_model=Page[ConnectionOut], response_model_by_alias=True)
@@ -80,9 +91,10 @@ def update_connection(
     secrets: Secrets,
     policy: Policy,
     users: Users,
+    request: Request,
 ) -> ConnectionOut:
     conn = service.update(session, principal, connection_id, body, airflow, vault, secrets, policy, users=users)
-    return service.to_out(conn)
+    return _out(request, session, conn)
 
 
 @router.patch(
@@ -98,10 +110,11 @@ def patch_connection(
     secrets: Secrets,
     policy: Policy,
     users: Users,
+    request: Request,
 ) -> ConnectionOut:
     """JSON Merge Patch of the PUT body without secrets: credentials stay unless the patch names them."""
     conn = service.patch(session, principal, connection_id, body, airflow, vault, secrets, policy, users=users)
-    return service.to_out(conn)
+    return _out(request, session, conn)
 
 
 @router.post("/{connection_id}/test", response_model=ConnectionTestOut, response_model_by_alias=True)

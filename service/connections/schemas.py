@@ -57,6 +57,11 @@ class ConnectionOut(ApiModel):
     has_inline_credentials: bool
     properties: dict[str, Any] = Field(description="an http connection's header values are masked ('********')")
     airflow_connection_id: str
+    airflow_sync: Literal["SYNCED", "PENDING"] = Field(
+        description="SYNCED: Airflow has the connection as stored; PENDING: the last change is on its way "
+        "(Airflow did not answer in time; the service retries, and executions that use it wait)"
+    )
+    airflow_sync_error: str | None = Field(None, description="why the last attempt to reach Airflow failed")
     created_at: datetime
     updated_at: datetime
 

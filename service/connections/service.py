@@ -7,12 +7,15 @@ credentials exist, and an http connection's header names with masked values."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_connection, build_spec
@@ -20,12 +23,12 @@ from connections.network import NetworkDenied, NetworkPolicy, current_policy, po
 from connections.testing import Stage, TestResult, check_connection
 from connections.types import SQL_TYPES, is_sqlite
 from service import naming
-from service.airflow.client import AirflowClient
+from service.airflow.client import AirflowClient, AirflowRejected
 from service.auth import Principal
 from service.connections import repository
 from service.connections.models import Connection
 from service.connections.schemas import ConnectionIn, ConnectionOut, ConnectionTestOut, StageOut
-from service.errors import Conflict, NotFound, ServiceError, UpstreamError, ValidationFailed
+from service.errors import AirflowUnavailable, Conflict, NotFound, ServiceError, UpstreamError, ValidationFailed
 from service.merge_patch import patched
 from service.secrets import SecretsBackend, Vault, resolve
 
@@ -151,12 +154,65 @@ def stored_credentials(conn: Connection, vault: Vault, secrets: SecretsBackend) 
     return None
 
 
-def materialise(airflow: AirflowClient, conn: Connection, creds: Credentials | None, vault: Vault) -> None:
+INLINE_TIMEOUT_SECONDS = 3.0  # a request waits this long for Airflow; then the connections worker carries on
+
+
+def materialise(
+    session: Session, airflow: AirflowClient, conn: Connection, creds: Credentials | None, vault: Vault
+) -> None:
+    """Record a change of the connection for Airflow (an outbox) and bring Airflow in step at once when it
+    answers within INLINE_TIMEOUT_SECONDS. When it does not (down, busy, timed out) the change stays pending:
+    the connection is stored, shows `airflowSync: PENDING` with the reason, the connections worker retries
+    (sync_pending), and executions of pipelines that use it wait for it. Airflow refusing the content is the
+    client's error: 400, and the request stores nothing."""
+    conn.airflow_version = (conn.airflow_version or 0) + 1
+    session.flush()
     try:
-        airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec_of(conn, vault), creds))
-    except UpstreamError:
+        _upsert(airflow, conn, creds, vault, attempts=1, timeout=INLINE_TIMEOUT_SECONDS)
+    except AirflowRejected:
+        raise
+    except ServiceError as exc:
+        log.info("connection %s pending for Airflow: %s", conn.airflow_conn_id, exc.message)
+        conn.airflow_sync_error = exc.message
+        return
+    conn.airflow_synced_version, conn.airflow_sync_error = conn.airflow_version, None
+
+
+def _upsert(airflow: AirflowClient, conn: Connection, creds: Credentials | None, vault: Vault, **how: Any) -> None:
+    try:
+        airflow.upsert_connection(airflow_connection(conn.airflow_conn_id, spec_of(conn, vault), creds), **how)
+    except AirflowRejected:
         # Airflow's error body could echo the request, password included: say only what failed.
-        raise UpstreamError(f"Airflow refused the connection '{conn.name}'") from None
+        raise AirflowRejected(f"Airflow refused the connection '{conn.name}'") from None
+    except UpstreamError as exc:
+        status = re.search(r"HTTP \d{3}", exc.message)  # only the status: the body may echo the password
+        raise UpstreamError(f"Airflow answered {status[0] if status else 'an error'} for '{conn.name}'") from None
+
+
+def sync_pending(session: Session, airflow: AirflowClient, vault: Vault, secrets: SecretsBackend) -> None:
+    """The connections worker's step: every connection whose last change is not in Airflow yet, upserted
+    (rows another replica holds are skipped). A change made meanwhile stays pending for the next step."""
+    pending = session.scalars(
+        select(Connection)
+        .where(Connection.airflow_synced_version < Connection.airflow_version)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for conn in pending:
+        version = conn.airflow_version
+        try:
+            _upsert(airflow, conn, stored_credentials(conn, vault, secrets), vault)
+        except AirflowUnavailable:
+            raise  # the others would fail the same way: next step
+        except ServiceError as exc:
+            conn.airflow_sync_error = exc.message
+            continue
+        conn.airflow_sync_error = None
+        session.execute(
+            sql_update(Connection)
+            .where(Connection.id == conn.id, Connection.airflow_version == version)
+            .values(airflow_synced_version=version)
+        )
+        log.info("connection %s is in Airflow", conn.airflow_conn_id)
 
 
 def create(
@@ -186,8 +242,8 @@ def create(
     _apply(conn, spec, vault)
     session.add(conn)
     session.flush()
-    # Airflow last: if it fails, the request's transaction rolls back and nothing is half-stored.
-    materialise(airflow, conn, creds, vault)
+    # Airflow last: if it refuses, the request's transaction rolls back and nothing is half-stored.
+    materialise(session, airflow, conn, creds, vault)
     return conn
 
 
@@ -229,7 +285,7 @@ def update(
     _require_credentials(spec.type, creds)
     _apply(conn, spec, vault)
     session.flush()
-    materialise(airflow, conn, creds, vault)
+    materialise(session, airflow, conn, creds, vault)
     return conn
 
 
@@ -359,6 +415,8 @@ def to_out(conn: Connection) -> ConnectionOut:
         has_inline_credentials=conn.credentials_encrypted is not None,
         properties=_masked(conn.properties),
         airflow_connection_id=conn.airflow_conn_id,
+        airflow_sync="SYNCED" if conn.airflow_synced_version >= conn.airflow_version else "PENDING",
+        airflow_sync_error=conn.airflow_sync_error,
         created_at=conn.created_at,
         updated_at=conn.updated_at,
     )

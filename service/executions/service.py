@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import validate_parameters
-from dag_factory.spec.models import OBJECT_SINK_TYPES
+from dag_factory.spec.models import OBJECT_SINK_TYPES, connection_names_of
 from dag_factory.spec.task_ids import (
     SOURCES_PREFIX,
     STAGING_SETUP_TASK_ID,
@@ -22,6 +22,7 @@ from dag_factory.spec.task_ids import (
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.airflow.models import TaskInstance
 from service.auth import Principal
+from service.connections import repository as connection_repo
 from service.db import utcnow
 from service.errors import AirflowUnavailable, Conflict, ServiceError, ValidationFailed
 from service.executions import limits
@@ -74,7 +75,12 @@ def execute(
 
 # -- submission (the outbox dispatcher) ----------------------------------------------------------------
 def ready_to_submit(session: Session, ex: Execution, pipeline: Pipeline) -> bool:
-    """False (and the execution FAILED) when what it was accepted for can no longer run."""
+    """False when it cannot be submitted now: it waits (QUEUED, saying for what) while a connection it uses
+    has not reached Airflow yet; it is FAILED when what it was accepted for can no longer run."""
+    waiting = _connections_on_their_way(session, pipeline)
+    if waiting:
+        ex.last_submit_error = waiting
+        return False
     problem = None
     if pipeline.status == pipelines.INVALID:
         problem = f"pipeline is INVALID: {pipeline.status_detail or 'see the pipeline'}"
@@ -89,6 +95,15 @@ def ready_to_submit(session: Session, ex: Execution, pipeline: Pipeline) -> bool
     if problem:
         ex.status, ex.finished_at, ex.error_message = FAILED, utcnow(), problem[:2000]
     return problem is None
+
+
+def _connections_on_their_way(session: Session, pipeline: Pipeline) -> str | None:
+    definition = pipeline_repo.current_version(session, pipeline).definition
+    pending = connection_repo.not_in_airflow(session, pipeline.tenant_id, connection_names_of(definition))
+    if not pending:
+        return None
+    reasons = "; ".join(f"'{c.name}'" + (f" ({c.airflow_sync_error})" if c.airflow_sync_error else "") for c in pending)
+    return f"waiting for connection(s) to reach Airflow: {reasons}"[:2000]
 
 
 def submit(ex: Execution, airflow: AirflowClient) -> None:

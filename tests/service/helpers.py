@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.auth import mint_token
 from service.config import Settings
-from service.workers import dispatch_step
+from service.workers import connections_step, dispatch_step
 from tests.service.fake_airflow import FakeAirflow
 
 EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "daily-sales-etl.json").read_text())
@@ -131,6 +131,11 @@ class Service:
     def dispatch(self) -> None:
         """One pass of the dispatcher worker (raises AirflowUnavailable when the fake is down)."""
         dispatch_step(self.app.state.sessions, self.app.state.airflow)
+
+    def sync_connections(self) -> None:
+        """One pass of the connections worker (raises AirflowUnavailable when the fake is down)."""
+        state = self.app.state
+        connections_step(state.sessions, state.airflow, state.vault, state.secrets)
 
     def dag_file(self, dag_id: str) -> Path:
         return Path(self.app.state.publisher.path_for(dag_id))

@@ -55,16 +55,53 @@ def test_airflow_receives_the_connection_with_its_password(svc: Service, api: Ap
     assert json.loads(conn["extra"]) == {"sslmode": "require", "connect_timeout": 5}
 
 
-def test_a_busy_airflow_is_asked_again_and_a_failing_one_stores_nothing(svc: Service, api: Api) -> None:
-    svc.fake.fail_next = [500, 503]  # e.g. its SQLite metadata database locked for a moment
+def test_a_busy_airflow_leaves_the_connection_pending_until_the_worker_gets_it_there(svc: Service, api: Api) -> None:
     resp = api.post(URL, json=connection_body("warehouse"))
-    assert resp.status_code == 201, resp.text
-    assert svc.fake.connections["acme.warehouse"]["password"] == CONN_PASSWORD
-    svc.fake.fail_next = [500, 500, 500]
+    assert resp.status_code == 201 and resp.json()["airflowSync"] == "SYNCED", resp.text
+    svc.fake.fail_next = [500]  # e.g. its SQLite metadata database locked for a moment
     resp = api.post(URL, json=connection_body("lake"))
-    assert resp.status_code == 502 and "Airflow refused the connection 'lake'" in resp.text, resp.text
-    assert CONN_PASSWORD not in resp.text and "database is locked" not in resp.text
-    assert [c["name"] for c in api.get(URL).json()["items"]] == ["warehouse"]  # nothing half-written
+    assert resp.status_code == 201, resp.text
+    lake = resp.json()
+    assert lake["airflowSync"] == "PENDING" and "HTTP 500" in lake["airflowSyncError"]
+    assert CONN_PASSWORD not in resp.text and "database is locked" not in resp.text  # Airflow's body is not relayed
+    assert "acme.lake" not in svc.fake.connections
+
+    svc.fake.fail_next = [503, 503, 503]
+    svc.sync_connections()  # still busy: the error is recorded, the change stays pending
+    assert api.get(f"{URL}/{lake['connectionId']}").json()["airflowSync"] == "PENDING"
+    svc.sync_connections()
+    assert svc.fake.connections["acme.lake"]["password"] == CONN_PASSWORD
+    synced = api.get(f"{URL}/{lake['connectionId']}").json()
+    assert (synced["airflowSync"], synced["airflowSyncError"]) == ("SYNCED", None)
+
+
+def test_content_airflow_refuses_is_400_and_stores_nothing(svc: Service, api: Api) -> None:
+    svc.fake.fail_next = [422]
+    resp = api.post(URL, json=connection_body("lake"))
+    expect_error(resp, 400, "airflow_rejected")
+    assert "Airflow refused the connection 'lake'" in resp.text and CONN_PASSWORD not in resp.text
+    assert api.get(URL).json()["total"] == 0  # nothing half-written
+
+
+def test_executions_wait_for_their_connections_to_reach_airflow(svc: Service, acme: Api) -> None:
+    pipeline = acme.create_pipeline(example())
+    svc.publish()
+    warehouse = next(c for c in acme.get(URL).json()["items"] if c["name"] == "warehouse")
+    svc.fake.down = True  # the change cannot reach Airflow: pending
+    body = connection_body("warehouse", properties={"sslMode": "require"})
+    changed = acme.put(f"{URL}/{warehouse['connectionId']}", json=body).json()
+    assert changed["airflowSync"] == "PENDING" and "unreachable" in changed["airflowSyncError"]
+    svc.fake.down = False
+    execution = acme.execute(pipeline["pipelineId"])
+    svc.dispatch()
+    waiting = acme.execution(execution["executionId"])
+    assert waiting["status"] == "QUEUED" and not svc.fake.runs
+    assert "waiting for connection(s) to reach Airflow: 'warehouse'" in waiting["errorMessage"]
+
+    svc.sync_connections()
+    assert json.loads(svc.fake.connections["acme.warehouse"]["extra"])["sslmode"] == "require"
+    svc.dispatch()
+    assert (pipeline["dagId"], execution["executionId"]) in svc.fake.runs
 
 
 def test_secret_ref_is_resolved_from_the_environment(svc: Service, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,10 +153,15 @@ def test_duplicate_name_is_409(svc: Service, api: Api) -> None:
     assert svc.fake.connections["acme.warehouse"]["password"] == CONN_PASSWORD
 
 
-def test_airflow_down_stores_nothing(svc: Service, api: Api) -> None:
+def test_airflow_down_stores_it_pending_and_the_worker_catches_up(svc: Service, api: Api) -> None:
     svc.fake.down = True
-    expect_error(api.post(URL, json=connection_body("warehouse")), 503, "airflow_unavailable")
-    assert api.get(URL).json()["total"] == 0
+    resp = api.post(URL, json=connection_body("warehouse"))
+    assert resp.status_code == 201 and resp.json()["airflowSync"] == "PENDING", resp.text
+    assert api.get(URL).json()["total"] == 1
+    svc.fake.down = False
+    svc.sync_connections()
+    assert svc.fake.connections["acme.warehouse"]["password"] == CONN_PASSWORD
+    assert api.get(URL).json()["items"][0]["airflowSync"] == "SYNCED"
 
 
 def test_delete_of_a_connection_in_use_is_409_naming_the_pipeline(svc: Service, acme: Api) -> None:
