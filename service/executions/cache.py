@@ -4,6 +4,7 @@ reads and the reconciler share (StatusRefresh)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime
@@ -12,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.airflow.client import AirflowClient
 from service.db import session_scope, utcnow
-from service.errors import AirflowUnavailable
+from service.errors import ServiceError
 from service.executions.models import TERMINAL, Execution
 from service.executions.sync import refresh_active
+
+log = logging.getLogger(__name__)
 
 
 class StatusCache:
@@ -97,7 +100,7 @@ class StatusRefresh:
 
     def refresh_active(self, airflow: AirflowClient) -> bool:
         """One batch, unless one is under way in this process. True when this call refreshed (re-read the row);
-        False when it did not, or Airflow is unreachable (the stored state is the best answer then)."""
+        False when it did not, or Airflow did not answer (the stored state is the best answer then)."""
         if not self._lock.acquire(blocking=False):
             return False
         started = time.monotonic()
@@ -106,7 +109,8 @@ class StatusRefresh:
                 refresh_active(s, airflow)
             self._last_batch = started
             return True
-        except AirflowUnavailable:
+        except ServiceError as exc:  # unreachable, or an HTTP 5xx (its metadata database busy): next time
+            log.info("status refresh: %s", exc.message)
             return False
         finally:
             self._lock.release()

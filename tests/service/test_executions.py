@@ -496,6 +496,20 @@ def test_status_reads_refresh_every_active_execution_in_one_batch(svc: Service, 
     assert all(len(bodies[i]["tasks"]) == len(TASKS) for i in ids)  # queued runs list their tasks too
 
 
+def test_a_status_read_answers_from_the_row_when_airflow_fails(
+    svc: Service, acme: Api, submitted: dict[str, Any]
+) -> None:
+    advance(svc, submitted, "running", {"prepare_staging": "running"})
+    assert acme.execution(submitted["executionId"])["status"] == "RUNNING"
+    advance(svc, submitted, "success", dict.fromkeys(TASKS, "success"))
+    svc.fake.fail_next = [500]  # its metadata database busy: the batch fails
+    assert acme.execution(submitted["executionId"])["status"] == "RUNNING"  # 200, as last seen
+    svc.fake.down = True
+    assert acme.execution(submitted["executionId"])["status"] == "RUNNING"
+    svc.fake.down = False
+    assert acme.execution(submitted["executionId"])["status"] == "COMPLETED"
+
+
 def test_a_queued_run_that_has_not_changed_costs_one_call_per_batch(svc: Service, acme: Api) -> None:
     pipeline = acme.create_pipeline(_with_orchestration("quiet", max_active_runs=10))
     ids = [acme.execute(pipeline["pipelineId"])["executionId"] for _ in range(3)]
