@@ -416,7 +416,24 @@ def param_errors(spec: ParameterSpec, value: Any) -> list[str]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(spec.json_schema(), format_checker=jsonschema.FormatChecker())
-    return [e.message for e in validator.iter_errors(value)]
+    control = _control_character(value)
+    return [e.message for e in validator.iter_errors(value)] + (
+        [f"contains the control character U+{ord(control):04X}"] if control else []
+    )
+
+
+def _control_character(value: Any) -> str | None:
+    """The first control character (other than tab, newline, carriage return) in any string of `value`: NUL
+    cannot be stored (PostgreSQL) nor reach SQL, the others are never meant."""
+    if isinstance(value, str):
+        return next((c for c in value if (ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127), None)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, item in items:
+        found = _control_character(key) if isinstance(key, str) else None
+        found = found or _control_character(item)
+        if found:
+            return found
+    return None
 
 
 def validate_definition(data: Any, *, check_sql: bool = True) -> PipelineDefinition:

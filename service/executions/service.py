@@ -169,6 +169,10 @@ def retry(session: Session, ex: Execution, airflow: AirflowClient) -> None:
         raise Conflict(f"execution '{ex.id}' is {ex.status}; only a FAILED execution can be retried")
     if not ex.submitted:
         raise Conflict(f"execution '{ex.id}' never reached Airflow ({ex.error_message}); execute the pipeline again")
+    # A retried execution is active again: it counts against max_active_runs like a new one.
+    pipeline = pipelines.get_or_404(session, ex.tenant_id, ex.pipeline_id)
+    definition = pipelines.parse_definition(pipeline_repo.current_version(session, pipeline).definition)
+    limits.admit_run(session, pipeline, definition.orchestration.max_active_runs)
     tis = airflow.task_instances(ex.dag_id, ex.id)
     version = pipeline_repo.version(session, ex.pipeline_id, ex.pipeline_revision)
     task_ids = retry_set(tis, table_check_tasks(version.definition if version else {}))

@@ -123,3 +123,15 @@ def test_templated_fields_are_every_templated_field_of_the_step(cls):
     fields = [f for f in TEMPLATED_FIELDS if f in cls.model_fields]
     step = cls.model_construct(**{f: f"value of {f}" for f in fields})
     assert templated_fields(step) == [(f, f"value of {f}") for f in fields]
+
+
+@pytest.mark.parametrize("value", ["eu\x00", "eu\x1b[31m", ["eu", "x\x7f"], {"k\x01": "v"}])
+def test_a_run_parameter_with_a_control_character_is_refused(value: object) -> None:
+    declared = EXAMPLE["definition"]["parameters"]
+    kind = {str: "string", list: "array", dict: "object"}[type(value)]
+    d = validate_definition(definition(parameters={**declared, "region": {"type": kind}}))
+    with pytest.raises(DefinitionError) as info:
+        validate_parameters(d, {"region": value})
+    assert [e["path"] for e in info.value.errors] == ["parameters.region"]
+    assert "control character U+00" in info.value.errors[0]["message"]
+    assert validate_parameters(d, {"region": "line one\nline\ttwo"} if kind == "string" else {})  # tab, newline: fine

@@ -607,6 +607,18 @@ def test_retry_set_rebuilds_the_staging_for_a_check_of_staged_data() -> None:
         assert ("sources.raw" in chosen) is rebuilt, (failed, chosen)
 
 
+def test_a_retry_counts_against_max_active_runs(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    failed = _finish(svc, acme, acme.execute(active["pipelineId"]), state="failed")
+    running = acme.execute(active["pipelineId"])  # max_active_runs is 1: this one takes the slot
+    retry = f"{EXECUTIONS}/{failed['executionId']}/retry"
+    error = expect_error(acme.post(retry), 409, "conflict")
+    assert "max_active_runs" in error["message"] and error["details"] == {"activeExecutions": 1, "maxActiveRuns": 1}
+    assert acme.execution(failed["executionId"])["status"] == "FAILED" and not svc.fake.cleared
+    _finish(svc, acme, running)
+    assert acme.post(retry).status_code == 200
+    assert acme.execution(failed["executionId"])["status"] == "QUEUED"
+
+
 def test_retry_of_an_execution_that_has_not_failed_is_409(svc: Service, acme: Api, submitted: dict[str, Any]) -> None:
     error = expect_error(acme.post(f"{EXECUTIONS}/{submitted['executionId']}/retry"), 409, "conflict")
     assert "QUEUED" in error["message"]
