@@ -3,6 +3,7 @@
 from service.connections.models import Connection
 from service.db import Base
 from service.executions.models import AdmissionLock, Execution
+from service.lineage.models import LineageDataset, LineageEvent
 from service.pipelines.models import Pipeline, PipelineVersion
 from service.schedules.models import Schedule
 from service.templates.models import TenantTemplate
@@ -12,6 +13,8 @@ __all__ = [
     "Base",
     "Connection",
     "Execution",
+    "LineageDataset",
+    "LineageEvent",
     "Pipeline",
     "PipelineVersion",
     "Schedule",

@@ -22,6 +22,7 @@ from connections import ConnectionSpec, Credentials, InvalidConnection, airflow_
 from connections.network import NetworkDenied, NetworkPolicy, current_policy, policy_of
 from connections.testing import Stage, TestResult, check_connection
 from connections.types import SQL_TYPES, is_sqlite
+from dag_factory.spec.datasets import Endpoint
 from service import naming
 from service.airflow.client import AirflowClient, AirflowRejected
 from service.auth import Principal
@@ -420,3 +421,17 @@ def to_out(conn: Connection) -> ConnectionOut:
         created_at=conn.created_at,
         updated_at=conn.updated_at,
     )
+
+
+def endpoints(session: Session, tenant_id: str) -> dict[str, Endpoint]:
+    """Where each of the tenant's connections points (by name, no credentials): what dataset names and asset
+    URIs are made of (dag_factory.spec.datasets), the way the operators name them at run time."""
+    out: dict[str, Endpoint] = {}
+    for c in repository.list_all(session, tenant_id):
+        if c.type == "s3":
+            out[c.name] = Endpoint("s3", c.host, c.port, c.database)
+        elif c.type == "http":
+            out[c.name] = Endpoint("https" if c.port == 443 else "http", c.host, c.port)
+        else:
+            out[c.name] = Endpoint("postgres" if c.type == "postgres" else c.type, c.host, c.port, c.database)
+    return out
