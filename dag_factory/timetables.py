@@ -200,6 +200,7 @@ def schedule_parameters(
 ) -> dict[str, Any] | None:
     """The parameters of the schedule that started run `run_id` of `dag`, or None (not a schedule's run)."""
     timetable = getattr(dag, "timetable", None)
+    timetable = getattr(timetable, "timetable", timetable)  # a data-scheduled DAG's: inside AssetOrTimeSchedule
     if not (run_id or "").startswith(RUN_ID_PREFIX) or not isinstance(timetable, ScheduleSetTimetable):
         return None
     return timetable.parameters_for(run_id, logical_date)

@@ -65,6 +65,11 @@ def _serve(settings: Settings) -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 
+def _reachable(host: str) -> str:
+    """The address Airflow, on this machine, calls the service at (a wildcard bind is reached on loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+
+
 def _up(args: argparse.Namespace) -> int:
     from service.stack import AirflowStack
 
@@ -79,6 +84,9 @@ def _up(args: argparse.Namespace) -> int:
         args.airflow_database_url,
         allowed_networks=settings.allowed_networks,
         denied_endpoints=(f"{settings.host}:{settings.port}", *filter(None, settings.denied_endpoints.split(","))),
+        # Airflow's OpenLineage events go to this service's POST /api/v1/lineage.
+        lineage_url=f"http://{_reachable(settings.host)}:{settings.port}",
+        lineage_api_key=settings.resolved_openlineage_api_key(),
     )
     ensure_sentinel(settings.dags_dir)  # before Airflow starts, so its first scan sees it
     print(f"initialising Airflow's database in {settings.airflow_home} ...", flush=True)

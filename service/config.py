@@ -9,7 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,31 @@ def _persisted_secret(path: Path, make: Callable[[], str]) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value)
     return value
+
+
+class RateCard(BaseModel):
+    """What a run costs (PIPELINE_COST_RATE_CARD, JSON; service/cost). Every rate is >= 0 and finite; a GB is
+    10^9 bytes. Compute is per second of task run time; a task's pool rate wins over its queue rate, which wins
+    over the default. Storage is per GB a task wrote (its outputs' size); network is per GB a task wrote to a
+    host other than one it read from (OpenLineage namespaces `scheme://host:port`)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", allow_inf_nan=False, frozen=True
+    )
+
+    # About a managed Airflow worker's vCPU ($0.36 an hour), S3 standard storage, and cross-zone transfer.
+    compute_usd_per_task_second: float = Field(default=0.0001, ge=0)
+    compute_usd_per_task_second_by_pool: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    compute_usd_per_task_second_by_queue: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    storage_usd_per_gb: float = Field(default=0.023, ge=0)
+    network_usd_per_gb: float = Field(default=0.01, ge=0)
+
+    def compute_rate(self, pool: str | None, queue: str | None) -> float:
+        if pool is not None and pool in self.compute_usd_per_task_second_by_pool:
+            return self.compute_usd_per_task_second_by_pool[pool]
+        if queue is not None and queue in self.compute_usd_per_task_second_by_queue:
+            return self.compute_usd_per_task_second_by_queue[queue]
+        return self.compute_usd_per_task_second
 
 
 class Settings(BaseSettings):
@@ -66,6 +92,14 @@ class Settings(BaseSettings):
     # none), and host:port endpoints they never may (the service's own and Airflow's are added to them).
     allowed_networks: str = ""
     denied_endpoints: str = ""
+    # The rate card of cost tracking, JSON with RateCard's camelCase keys (defaults where a key is missing).
+    cost_rate_card: RateCard = Field(default_factory=RateCard)
+    # The key Airflow's OpenLineage transport presents to POST /api/v1/lineage (as `Bearer <key>`); unset, one
+    # is generated into the data dir, where `up` and the test harness read it for Airflow's configuration.
+    openlineage_api_key: str | None = None
+    # An OpenLineage backend (e.g. Marquez) that gets every accepted event too: <url>/api/v1/lineage.
+    openlineage_forward_url: str | None = None
+    openlineage_forward_api_key: str | None = None
 
     def model_post_init(self, __context: object) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -92,6 +126,11 @@ class Settings(BaseSettings):
 
     def resolved_jwt_secret(self) -> str:
         return self.jwt_secret or _persisted_secret(self.data_dir / "jwt_secret", lambda: secrets.token_urlsafe(48))
+
+    def resolved_openlineage_api_key(self) -> str:
+        return self.openlineage_api_key or _persisted_secret(
+            self.data_dir / "openlineage_api_key", lambda: secrets.token_urlsafe(32)
+        )
 
     def resolved_encryption_key(self) -> str:
         from cryptography.fernet import Fernet

@@ -55,6 +55,13 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class BudgetExceeded(ServiceError):
+    """The calendar month's cost has reached a monthly budget (service/cost): executing is refused."""
+
+    status_code = 409
+    code = "BUDGET_EXCEEDED"
+
+
 class RateLimited(ServiceError):
     status_code = 429
     code = "rate_limited"

@@ -16,11 +16,18 @@ from service.airflow_management.router import router as airflow_management_route
 from service.config import Settings, get_settings
 from service.connections.router import router as connections_router
 from service.connections.service import ConnectionUsers
+from service.cost import service as cost
+from service.cost.router import router as cost_router
 from service.db import make_engine, migrate
 from service.errors import ServiceError, install_error_handlers
 from service.executions.cache import StatusCache, StatusRefresh
 from service.executions.fastpath import StatusFastPath
 from service.executions.router import router as executions_router
+from service.lineage.forwarding import Forwarder
+from service.lineage.ingest import EventWriter
+from service.lineage.ingest_router import LineageFastPath
+from service.lineage.ingest_router import router as lineage_ingest_router
+from service.lineage.router import router as lineage_router
 from service.openapi import install_openapi
 from service.pipelines import dagfile
 from service.pipelines import service as pipelines
@@ -54,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for w in workers:
             if settings.background_tasks:
                 w.stop()
+        app.state.lineage_writer.stop()
+        app.state.lineage_forwarder.close()
         app.state.airflow.close()
         app.state.engine.dispose()
 
@@ -70,10 +79,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             w.wake.set()
 
     app.state.wake_workers = wake_workers
+
+    def wake_forwarder() -> None:  # after each stored event: only this loop, not all of them
+        for w in app.state.workers:
+            if w.name == "lineage-forwarder":
+                w.wake.set()
+
+    app.state.wake_forwarder = wake_forwarder
     app.state.publisher.on_published = wake_workers
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(StatusFastPath)
+    app.add_middleware(LineageFastPath)  # POST /api/v1/lineage, Airflow's OpenLineage events
     _include_routers(app)
     _install_health(app, settings)
     return app
@@ -108,6 +125,13 @@ def _install_state(app: FastAPI, settings: Settings) -> None:
     app.state.sessions = sessionmaker(engine, expire_on_commit=False)
     app.state.jwt_secret = settings.resolved_jwt_secret()
     app.state.jwt_audience = settings.jwt_audience
+    app.state.openlineage_api_key = settings.resolved_openlineage_api_key()
+    app.state.lineage_forwarder = Forwarder(app.state.sessions, settings)
+    app.state.lineage_writer = EventWriter(
+        app.state.sessions,
+        forward=lambda: bool(settings.openlineage_forward_url),
+        on_forwardable=lambda: app.state.wake_forwarder(),
+    )
     app.state.vault = Vault(settings.resolved_encryption_key())
     app.state.secrets = make_secrets_backend(settings)
     app.state.airflow = AirflowClient(
@@ -129,14 +153,21 @@ def _link_features(app: FastAPI) -> None:
     connection_users: ConnectionUsers = pipelines.connection_users  # a connection in use stays
     app.state.template_link = template_link
     app.state.connection_users = connection_users
+    # Executing checks the monthly budgets (cost builds on executions).
+    app.state.budget_check = cost.budget_check(app.state.settings)
 
 
 def _include_routers(app: FastAPI) -> None:
     # Fixed paths first: /v1/pipelines/{pipelineId} would otherwise swallow /v1/pipelines/connections.
+    # POST /api/v1/lineage (Airflow's OpenLineage transport, 2-3 events per task): first, so that its requests
+    # are not matched against every other route before their own.
+    app.include_router(lineage_ingest_router)
     app.include_router(connections_router)
     app.include_router(executions_router)
+    app.include_router(cost_router)  # /v1/pipelines/executions/{id}/cost and /v1/pipelines/{id}/cost|budget
     app.include_router(schedules_router)  # /v1/pipelines/schedules/...: before /{pipeline_id}
     app.include_router(templates_router)  # /v1/pipelines/templates/...: before /{pipeline_id}
     app.include_router(template_provenance_router)
+    app.include_router(lineage_router)  # /v1/pipelines/{id}/lineage, /v1/lineage/datasets
     app.include_router(pipelines_router)
     app.include_router(airflow_management_router)

@@ -1,6 +1,7 @@
 """Every table, for Alembic's metadata."""
 
 from service.connections.models import Connection
+from service.cost.models import Budget
 from service.db import Base
 from service.executions.models import AdmissionLock, Execution
 from service.lineage.models import LineageDataset, LineageEvent
@@ -11,6 +12,7 @@ from service.templates.models import TenantTemplate
 __all__ = [
     "AdmissionLock",
     "Base",
+    "Budget",
     "Connection",
     "Execution",
     "LineageDataset",

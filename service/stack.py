@@ -41,9 +41,14 @@ class AirflowStack:
         *,
         allowed_networks: str | None = None,
         denied_endpoints: tuple[str, ...] = (),
+        lineage_url: str | None = None,
+        lineage_api_key: str | None = None,
     ):
         """`allowed_networks` / `denied_endpoints`: the network policy of the tasks and callbacks (see
-        connections/network.py); the api-server and the log servers are always added to the denied ones."""
+        connections/network.py); the api-server and the log servers are always added to the denied ones.
+
+        `lineage_url` / `lineage_api_key`: the service that receives Airflow's OpenLineage events (its
+        POST /api/v1/lineage); without them OpenLineage stays off."""
         self.home = Path(home).resolve()
         self.port = port
         self.dags_dir = Path(dags_dir).resolve()
@@ -52,6 +57,33 @@ class AirflowStack:
         self.url = f"http://127.0.0.1:{port}"
         self.allowed_networks = allowed_networks
         self.denied_endpoints = denied_endpoints
+        self.lineage_url = lineage_url
+        self.lineage_api_key = lineage_api_key
+
+    def openlineage_env(self) -> dict[str, str]:
+        """Airflow's openlineage provider posting every DAG and task event to the service, with the standard
+        http transport (api_key auth: `Authorization: Bearer <key>`)."""
+        if not self.lineage_url or not self.lineage_api_key:
+            return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
+        transport = {
+            "type": "http",
+            "url": self.lineage_url.rstrip("/"),
+            "endpoint": "api/v1/lineage",
+            "timeout": 5,
+            "auth": {"type": "api_key", "apiKey": self.lineage_api_key},
+            # The transport's default (5 retries with back-off) would hold a task ~10 s when the service is
+            # down; the events of that moment are lost either way, so give up after one retry.
+            "retry": {"total": 1, "connect": 1, "read": 1, "backoff_factor": 0.2},
+        }
+        return {
+            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+            # The job namespace of every event (DAG and task jobs): which Airflow reported it.
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "pipeline-service",
+            # Emit from a thread of the task process rather than a forked child, and wait for it at most 5 s
+            # (default 10): a slow receiver never holds a task longer than that.
+            "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+            "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT": "5",
+        }
 
     def network_policy_env(self) -> dict[str, str]:
         """PIPELINE_ALLOWED_NETWORKS and PIPELINE_DENIED_ENDPOINTS for the Airflow processes: what the
@@ -110,11 +142,11 @@ class AirflowStack:
             # dag_factory (~0.4 s of CPU), 35 pipelines alone took half a core. A file changes only when the
             # service writes it, and then the service asks for its parse: the periodic one is a safety net.
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
-            "AIRFLOW__OPENLINEAGE__DISABLED": "True",
             "TQDM_DISABLE": "1",
             # Where file sources and sinks may read and write (see dag_factory.hooks.objects.file_root).
             "PIPELINE_FILE_ROOT": str(self.file_root),
             **self.network_policy_env(),
+            **self.openlineage_env(),
             **self._secrets(),
         }
         return env

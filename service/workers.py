@@ -22,6 +22,7 @@ from service.executions import service as executions
 from service.executions.cache import StatusRefresh
 from service.executions.models import Execution
 from service.executions.sync import refresh, refresh_active
+from service.lineage.forwarding import Forwarder
 from service.pipelines.publisher import Publisher
 from service.schedules.imports import import_scheduled_runs
 from service.secrets import SecretsBackend, Vault
@@ -140,6 +141,7 @@ def make_workers(state: State, interval: float) -> list[Worker]:
     sessions: sessionmaker[Session] = state.sessions
     airflow: AirflowClient = state.airflow
     status: StatusRefresh = state.status_refresh
+    forwarder: Forwarder = state.lineage_forwarder
     return [
         Worker("connections", lambda: connections_step(sessions, airflow, state.vault, state.secrets), interval),
         Worker("publisher", publisher.run_pending, interval),
@@ -147,4 +149,6 @@ def make_workers(state: State, interval: float) -> list[Worker]:
         # The same batch as status reads run (and share with them: one at a time per process).
         Worker("reconciler", lambda: status.refresh_active(airflow), max(interval, 5.0)),
         Worker("cleared-runs", ClearedRunsWatch(sessions, airflow).step, max(interval, 10.0)),
+        # Accepted OpenLineage events to PIPELINE_OPENLINEAGE_FORWARD_URL (idle when unset); woken per event.
+        Worker("lineage-forwarder", forwarder.step, interval),
     ]

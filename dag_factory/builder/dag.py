@@ -62,6 +62,7 @@ from dag_factory.spec.validate import STAGING_REQUIRED, step_key, validate_defin
 # A pendulum DateTime already: the DAG would convert a datetime on every build.
 START_DATE = pendulum.instance(datetime(2024, 1, 1, tzinfo=UTC))
 Tasks = dict[tuple[str, str], Any]  # ("dataset" | "sink", name) -> task
+Assets = dict[str, Any]  # the tenant's assets of a definition (build_dag's `assets`)
 
 
 def _params(definition: PipelineDefinition) -> dict[str, Param]:
@@ -144,10 +145,11 @@ def _step_args(step: Source | Transformation | Sink, common: dict[str, Any]) -> 
 
 
 def _source_tasks(
-    definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any]
+    definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any], assets: Assets
 ) -> None:
     for name, src in definition.sources.items():
-        tasks[("dataset", name)] = _source_task(name, src, conn, staging, _step_args(src, common))
+        args = _step_args(src, common) | _asset_args("inlets", assets.get("sources", {}).get(name))
+        tasks[("dataset", name)] = _source_task(name, src, conn, staging, args)
 
 
 def _source_task(name: str, src: Source, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
@@ -196,9 +198,12 @@ def _transformation_task(t: Transformation, staging: str, common: dict[str, Any]
     )
 
 
-def _sink_tasks(definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any]) -> None:
+def _sink_tasks(
+    definition: PipelineDefinition, conn: Conn, staging: str, tasks: Tasks, common: dict[str, Any], assets: Assets
+) -> None:
     for name, sink in definition.sinks.items():
-        tasks[("sink", name)] = _sink_task(name, sink, conn, staging, _step_args(sink, common))
+        args = _step_args(sink, common) | _asset_args("outlets", assets.get("sinks", {}).get(name))
+        tasks[("sink", name)] = _sink_task(name, sink, conn, staging, args)
 
 
 def _sink_task(name: str, sink: Sink, conn: Conn, staging: str, args: dict[str, Any]) -> Any:
@@ -280,11 +285,47 @@ def _quality_tasks(
     return checks_tasks
 
 
-def _schedule(schedules: list[dict[str, Any]] | None, dag_id: str) -> Any:
-    """The pipeline's schedules as one timetable, also when there are none (dag_factory.timetables says why)."""
+def _asset(ref: dict[str, str]) -> Any:
+    from airflow.sdk import Asset
+
+    return Asset(name=ref["name"], uri=ref["uri"])
+
+
+def _asset_args(kind: str, ref: dict[str, str] | None) -> dict[str, Any]:
+    """`inlets` of a source task / `outlets` of a sink task: the tenant's asset of the dataset it reads or
+    writes (a sink task's success is an asset event, which runs the DAGs scheduled on it)."""
+    return {kind: [_asset(ref)]} if ref else {}
+
+
+def _schedule(schedules: list[dict[str, Any]] | None, dag_id: str, on_assets: list[list[dict[str, str]]]) -> Any:
+    """The pipeline's cron schedules as one timetable, also when there are none (dag_factory.timetables says
+    why). With a data schedule, the DAG runs on its assets too (Airflow's asset-triggered scheduling): each
+    entry of `on_assets` is one dataset of the definition's `schedule.onDatasets` (any of its assets: a table
+    name written on several hosts), all of them written since the last such run. Airflow's
+    AssetOrTimeSchedule holds both, also with no cron schedule: the timetable inside still names the DAG's
+    scheduled runs, whichever version of the DAG the scheduler holds."""
     from dag_factory.timetables import ScheduleSetTimetable
 
-    return ScheduleSetTimetable(schedules or [], dag_id)
+    timetable = ScheduleSetTimetable(schedules or [], dag_id)
+    if not on_assets:
+        return timetable
+    from airflow.sdk import AssetAll, AssetAny, AssetOrTimeSchedule
+
+    condition = AssetAll(*(AssetAny(*map(_asset, refs)) if len(refs) > 1 else _asset(refs[0]) for refs in on_assets))
+    # A core timetable (a plugin's) inside the SDK's AssetOrTimeSchedule: Airflow serializes it as any other.
+    return AssetOrTimeSchedule(timetable=timetable, assets=condition)  # type: ignore[arg-type]
+
+
+def _on_assets(definition: PipelineDefinition, assets: Assets) -> list[list[dict[str, str]]]:
+    """The assets of the definition's data schedule, as the service resolved them when it published."""
+    if definition.schedule is None:
+        return []
+    resolved = assets.get("schedule") or {}
+    missing = [i for i, fqn in enumerate(definition.schedule.on_datasets) if not resolved.get(fqn)]
+    if missing:
+        errors = [{"path": f"schedule.onDatasets[{i}]", "message": "no asset resolved for it"} for i in missing]
+        raise DefinitionError(errors)
+    return [resolved[fqn] for fqn in definition.schedule.on_datasets]
 
 
 def build_dag(
@@ -297,10 +338,14 @@ def build_dag(
     owner: str = "pipeline-service",
     schedules: list[dict[str, Any]] | None = None,
     doc: str | None = None,
+    assets: Assets | None = None,
 ) -> DAG:
     """`connections` maps each connection name used in the definition to its Airflow conn_id.
     `schedules`: the enabled schedules [{id, cron, timezone, parameters, since}] (none: manual runs only).
-    `doc`: the DAG's docs in Airflow's UI (default: the description)."""
+    `doc`: the DAG's docs in Airflow's UI (default: the description).
+    `assets`: the tenant's Airflow assets of the definition, resolved by the service (the dag-processor looks
+    up no connection): {"sources": {name: {name, uri}}, "sinks": {name: {name, uri}}, "schedule": {fqn:
+    [{name, uri}, ...]}} — inlets of the source tasks, outlets of the sink tasks, the data schedule."""
     if not isinstance(definition, PipelineDefinition):
         definition = validate_definition(definition, check_sql=False)
     conn = connections.__getitem__
@@ -308,6 +353,7 @@ def build_dag(
     if staging_name is None:  # a definition given as a model was not necessarily validated
         raise DefinitionError([{"path": "orchestration.staging_connection", "message": STAGING_REQUIRED}])
     staging = conn(staging_name)
+    assets = assets or {}
     sink_conns = sorted({conn(s.connection) for s in definition.sinks.values() if isinstance(s, TableSink)} - {staging})
     o = definition.orchestration
     common = _task_args(definition, owner)
@@ -315,7 +361,7 @@ def build_dag(
         dag_id=dag_id,
         description=(description or "")[:200] or None,
         doc_md=doc or description,
-        schedule=_schedule(schedules, dag_id),
+        schedule=_schedule(schedules, dag_id, _on_assets(definition, assets)),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=o.max_active_runs,
@@ -325,12 +371,17 @@ def build_dag(
         **_alerts(definition, dag_id, conn),
         **(_config_defaults() | ({"max_active_tasks": o.concurrency} if o.concurrency else {})),
     ) as dag:
-        _pipeline_tasks(definition, conn, staging, sink_conns, common)
+        _pipeline_tasks(definition, conn, staging, sink_conns, common, assets)
     return dag
 
 
 def _pipeline_tasks(
-    definition: PipelineDefinition, conn: Conn, staging: str, sink_conns: list[str], common: dict[str, Any]
+    definition: PipelineDefinition,
+    conn: Conn,
+    staging: str,
+    sink_conns: list[str],
+    common: dict[str, Any],
+    assets: Assets,
 ) -> None:
     """Every task of the DAG being built (called inside its `with DAG(...)`), wired: setup, stages, teardown."""
     prepare = PrepareStagingOperator(
@@ -341,12 +392,12 @@ def _pipeline_tasks(
     )
     tasks: Tasks = {}
     with _group("sources", "extract every source into the run's staging schema", len(definition.sources)):
-        _source_tasks(definition, conn, staging, tasks, common)
+        _source_tasks(definition, conn, staging, tasks, common, assets)
     with _group("transformations", "pushed down into the staging database", len(definition.transformations)):
         for t in definition.transformations:
             tasks[("dataset", t.name)] = _transformation_task(t, staging, common)
     with _group("sinks", "load staged datasets into their target tables", len(definition.sinks)):
-        _sink_tasks(definition, conn, staging, tasks, common)
+        _sink_tasks(definition, conn, staging, tasks, common, assets)
     _wire(definition, tasks, prepare)
     checks = _quality_tasks(definition, conn, staging, tasks, common)
     # Incremental sources: their marks are saved only once every sink and check has passed.
@@ -376,4 +427,5 @@ def load_pipeline_dag(config_json: str) -> DAG:
         tags=cfg.get("tags"),
         owner=cfg.get("owner", "pipeline-service"),
         schedules=cfg.get("schedules"),
+        assets=cfg.get("assets"),
     )

@@ -268,6 +268,17 @@ class SqlHook:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
+    def dataset_name(self, table: str) -> tuple[str, str]:
+        """OpenLineage's (namespace, name) of a table here: `<dialect>://host:port`, `database.schema.table`
+        (a SQLite file: namespace `sqlite`, name `<path>.main.table`). No credentials."""
+        url = sa.make_url(self.url)
+        schema, dot, name = table.partition(".")
+        schema, name = (schema, name) if dot else ("main" if self.dialect == "sqlite" else "public", schema)
+        if self.dialect == "sqlite":
+            return "sqlite", f"{url.database}.{schema}.{name}"
+        where = f"{url.host or 'localhost'}:{url.port}" if url.port else (url.host or "localhost")
+        return f"{self.dialect}://{where}", f"{url.database}.{schema}.{name}"
+
     def scrub(self, text: str) -> str:
         secret = self._password or sa.make_url(self.url).password
         return scrub(text, secret)

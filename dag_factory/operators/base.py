@@ -30,6 +30,7 @@ class PipelineOperator(BaseOperator):
     """
 
     _lineage: tuple[Sequence[TableRef], Sequence[Written]] | None = None
+    _named_outputs: tuple[tuple[str, str, int | None, int | None], ...] = ()
 
     def on_kill(self) -> None:
         cancel_open_queries()
@@ -82,26 +83,33 @@ class PipelineOperator(BaseOperator):
         # object.__setattr__: BaseOperator's __setattr__ bookkeeping is for constructor arguments.
         object.__setattr__(self, "_lineage", (inputs, outputs))
 
+    def record_named_outputs(self, outputs: Sequence[tuple[str, str, int | None, int | None]]) -> None:
+        """Outputs already named (namespace, name, rows, bytes): tables of databases other than PostgreSQL."""
+        object.__setattr__(self, "_named_outputs", tuple(outputs))
+
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         from airflow.providers.openlineage.extractors import OperatorLineage
-        from openlineage.client.event_v2 import InputDataset, OutputDataset
-        from openlineage.client.facet_v2 import output_statistics_output_dataset as stats
+        from openlineage.client.event_v2 import InputDataset
 
         inputs, outputs = self._lineage or ([], [])
+        named = [(*dataset_name(conn_id, table), rows, size) for conn_id, table, rows, size in outputs]
         return OperatorLineage(
             inputs=[InputDataset(*dataset_name(conn_id, table)) for conn_id, table in inputs],
-            outputs=[
-                OutputDataset(
-                    *dataset_name(conn_id, table),
-                    outputFacets={
-                        "outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=size)
-                    }
-                    if rows is not None and rows >= 0
-                    else {},
-                )
-                for conn_id, table, rows, size in outputs
-            ],
+            outputs=[output_dataset(*out) for out in [*named, *self._named_outputs]],
         )
+
+
+def output_dataset(namespace: str, name: str, rows: int | None, size: int | None) -> Any:
+    """An OpenLineage output dataset, with its output statistics when the rows are known."""
+    from openlineage.client.event_v2 import OutputDataset
+    from openlineage.client.facet_v2 import output_statistics_output_dataset as stats
+
+    facets: dict[str, Any] = (
+        {"outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=size)}
+        if rows is not None and rows >= 0
+        else {}
+    )
+    return OutputDataset(namespace, name, outputFacets=facets)
 
 
 def run_values(context: Any) -> dict[str, Any]:

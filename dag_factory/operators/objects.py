@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from dag_factory.exceptions import DagFactoryError
 from dag_factory.hooks.postgres import PostgresHook
-from dag_factory.operators.base import PipelineOperator, dataset_name
+from dag_factory.operators.base import PipelineOperator, dataset_name, output_dataset
 from dag_factory.operators.staging import run_schema
 
 # (namespace, name) and, for outputs, (namespace, name, rows, bytes).
@@ -57,24 +57,12 @@ class ObjectLineageOperator(PipelineOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         from airflow.providers.openlineage.extractors import OperatorLineage
-        from openlineage.client.event_v2 import InputDataset, OutputDataset
-        from openlineage.client.facet_v2 import output_statistics_output_dataset as stats
+        from openlineage.client.event_v2 import InputDataset
 
         inputs, outputs = self._named or ([], [])
         return OperatorLineage(
             inputs=[InputDataset(ns, name) for ns, name in inputs],
-            outputs=[
-                OutputDataset(
-                    ns,
-                    name,
-                    outputFacets={
-                        "outputStatistics": stats.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=size)
-                    }
-                    if rows is not None
-                    else {},
-                )
-                for ns, name, rows, size in outputs
-            ],
+            outputs=[output_dataset(*out) for out in outputs],
         )
 
 

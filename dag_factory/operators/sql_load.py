@@ -40,5 +40,6 @@ class SqlLoadOperator(LoadTableOperator):
             batch_size=self.batch_size,
         )
         self.record_lineage([(self.staging_conn_id, staged)], [])
+        self.record_named_outputs([(*target.dataset_name(self.table), rows, None)])
         self.log.info("%s: wrote %s rows into %s on %s", self.mode, rows, self.table, self.sink_conn_id)
         return {"table": self.table, "rows": rows}

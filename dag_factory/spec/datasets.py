@@ -139,3 +139,52 @@ def _sink_dataset(
             endpoint = endpoints.get(sink.connection)
             return None if endpoint is None else table_dataset(endpoint, sink.table)
     return None
+
+
+def query_tables(query: str) -> list[str]:
+    """The tables (`schema.table`, `public` by default) a source's query reads: the parser's input tables and
+    the origins of its column lineage (which also sees the tables inside a WITH, that the former omits)."""
+    import openlineage_sql  # a compiled parser, no Airflow
+
+    from dag_factory.spec.sqlcheck import without_jinja
+
+    result = openlineage_sql.parse([without_jinja(query)], dialect="postgres", default_schema="public")
+    tables = [f"{t.schema or 'public'}.{t.name}" for t in result.in_tables]
+    for item in result.column_lineage:
+        tables += [f"{c.origin.schema or 'public'}.{c.origin.name}" for c in item.lineage if c.origin is not None]
+    return list(dict.fromkeys(tables))
+
+
+def query_datasets(definition: PipelineDefinition, endpoints: Mapping[str, Endpoint]) -> dict[str, list[Dataset]]:
+    """The tables each database source with a `query` (not a `table`) reads, by source name, named as
+    `definition_datasets` names tables: the operators report no dataset for a query (it has no one table)."""
+    out: dict[str, list[Dataset]] = {}
+    for name, source in definition.sources.items():
+        if isinstance(source, SqlSource) and source.query is not None:
+            endpoint = endpoints.get(source.connection)
+            if endpoint is not None:
+                out[name] = [table_dataset(endpoint, table) for table in query_tables(source.query)]
+    return out
+
+
+@dataclass(frozen=True)
+class TenantAsset:
+    """A dataset as one tenant's Airflow asset. Airflow's assets are global (one `asset` table for every DAG),
+    and among its active assets each name and each URI is unique (AssetActive's two unique indexes; a second
+    asset with a taken URI stays inactive, out of the Assets view, with a DAG warning). So both carry the
+    tenant: the name `<tenant>:<dataset>`, the URI the dataset's asset URI with `?tenant=<tenant>` (a query
+    Airflow's URI normalisers keep, and that the OpenLineage conversion of an asset ignores). Tenant A's
+    write of a table is then an event on A's asset only: it never triggers B's DAG scheduled on the same
+    table."""
+
+    name: str
+    uri: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "uri": self.uri}
+
+
+def tenant_asset(dataset: Dataset, tenant: str) -> TenantAsset:
+    # A table's name says where it lives (namespace) too: two hosts may hold the same database.schema.table.
+    label = f"{dataset.namespace}/{dataset.name}" if dataset.kind == "TABLE" else dataset.fqn
+    return TenantAsset(f"{tenant}:{label}", f"{dataset.asset_uri}?tenant={tenant}")

@@ -562,6 +562,31 @@ class Orchestration(_Strict):
     on_failure: OnFailure | None = None
 
 
+# A dataset as the lineage API names it (Dataset.fqn): `database.schema.table`, a file's absolute path, ...
+DatasetFqn = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\s]+$")]
+
+
+class DataSchedule(_Strict):
+    """Run the pipeline when datasets were written: Airflow's asset-triggered scheduling. Each dataset must be
+    written by another pipeline of the same tenant (a sink of it); the pipeline runs once each of them has
+    been written since its last such run (Airflow's semantics of a list of assets). Cron schedules
+    (/v1/pipelines/schedules) still run it too."""
+
+    on_datasets: list[DatasetFqn] = Field(
+        alias="onDatasets",
+        min_length=1,
+        max_length=20,
+        description="datasets (fqn as the lineage API shows it, e.g. database.schema.table) whose writes run it",
+    )
+
+    @field_validator("on_datasets")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each dataset once")
+        return value
+
+
 class PipelineDefinition(_Strict):
     parameters: dict[ColumnName, ParameterSpec] = Field(default_factory=dict)
     sources: dict[DatasetName, Source] = Field(min_length=1)
@@ -569,6 +594,7 @@ class PipelineDefinition(_Strict):
     sinks: dict[DatasetName, Sink] = Field(min_length=1)
     quality_checks: list[QualityCheck] = Field(default_factory=list)
     orchestration: Orchestration = Field(default_factory=Orchestration)
+    schedule: DataSchedule | None = Field(default=None, description="data-triggered runs (besides cron schedules)")
 
     def connection_names(self) -> list[str]:
         return sorted(connection_names_of(self.model_dump(include={"sources", "sinks", "orchestration"})))

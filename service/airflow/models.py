@@ -83,6 +83,8 @@ class TaskInstance(AirflowModel):
     start_date: datetime | None = None
     end_date: datetime | None = None
     duration: float | None = None
+    pool: str | None = None
+    queue: str | None = None
     operator: str | None = None
     task_display_name: str | None = None
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
@@ -39,7 +39,14 @@ class Execution(Base):
     # Results of the run's quality checks, read from the quality tasks' XCom once the run has finished;
     # null until then.
     quality_results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Rows and bytes the run's tasks reported in their OpenLineage events (output statistics), summed by the
+    # lineage receiver as the events arrive (one UPDATE each); null until a task reported any.
+    rows_processed: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    bytes_processed: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    rows_written: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_by: Mapped[str | None] = mapped_column(String(200))
+    # An admin executed it with "overrideBudget": true (past a reached monthly budget; service/cost).
+    budget_override: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

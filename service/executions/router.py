@@ -28,7 +28,10 @@ def execute_pipeline(
     pipeline_id: str, principal: CurrentPrincipal, session: DbSession, request: Request, body: ExecuteIn | None = None
 ) -> ExecutionOut:
     rate = request.app.state.settings.execute_rate_per_minute
-    ex = service.execute(session, principal, pipeline_id, body or ExecuteIn(), rate_per_minute=rate)
+    budget_check: service.BudgetCheck = request.app.state.budget_check
+    ex = service.execute(
+        session, principal, pipeline_id, body or ExecuteIn(), rate_per_minute=rate, budget_check=budget_check
+    )
     # Submission happens after the commit (outbox): an accepted execution exists even if Airflow is down.
     run_after_commit(session, request.app.state.wake_workers)
     return to_out(ex)

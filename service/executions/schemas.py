@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from connections.types import PlainStr
 from service.schemas import ApiModel
@@ -18,6 +18,9 @@ class ExecuteIn(ApiModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     engine_override: PlainStr | None = Field(default=None, max_length=20)
     priority: Literal["LOW", "NORMAL", "HIGH", "CRITICAL"] = "NORMAL"
+    override_budget: StrictBool = Field(
+        default=False, description="admin only: run although a monthly budget is reached (recorded on the execution)"
+    )
 
 
 class Progress(ApiModel):
@@ -34,12 +37,22 @@ class TaskOut(ApiModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_ms: int | None
+    pool: str | None = Field(None, description="the Airflow pool it ran in (the cost rate card may price it)")
+    queue: str | None = Field(None, description="the executor queue it ran on (the cost rate card may price it)")
 
 
 class Metrics(ApiModel):
-    rows_processed: int | None = Field(None, description="rows read from the sources (staged)")
-    rows_written: int | None = Field(None, description="rows loaded into the sinks")
-    bytes_processed: int | None = Field(None, description="not measured yet: the operators report rows only")
+    rows_processed: int | None = Field(
+        None,
+        description="rows the sources staged: the rowCount of the source tasks' OpenLineage output statistics, "
+        "summed as their events arrive (live while the run goes); null until a source reported",
+    )
+    rows_written: int | None = Field(
+        None, description="rows loaded into the sinks: the rowCount of the sink tasks' OpenLineage output statistics"
+    )
+    bytes_processed: int | None = Field(
+        None, description="bytes the sources staged: the size of the source tasks' OpenLineage output statistics"
+    )
     elapsed_ms: int | None = Field(None, description="from the run's start to its end (or to now while running)")
 
 
@@ -85,6 +98,9 @@ class ExecutionOut(ApiModel):
     )
     quality_results: list[QualityResultOut] = Field(
         default_factory=list, description="the run's quality checks, once it has finished; empty without checks"
+    )
+    budget_override: bool = Field(
+        False, description="an admin executed it with overrideBudget: true (past a reached monthly budget)"
     )
 
 

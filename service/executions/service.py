@@ -5,6 +5,7 @@ Airflow's run (service.executions.sync)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from service.airflow.models import TaskInstance
 from service.auth import Principal
 from service.connections import repository as connection_repo
 from service.db import utcnow
-from service.errors import AirflowUnavailable, Conflict, ServiceError, ValidationFailed
+from service.errors import AirflowUnavailable, Conflict, Forbidden, ServiceError, ValidationFailed
 from service.executions import limits
 from service.executions.models import CANCELLED, DONE_TASK_STATES, FAILED, QUEUED, TERMINAL, Execution
 from service.executions.repository import estimate_duration_ms
@@ -37,9 +38,25 @@ from service.pipelines.models import Pipeline
 MAX_SUBMIT_ATTEMPTS = 20
 
 
+# Raises BudgetExceeded when a monthly budget of the pipeline or its tenant is reached (service.cost, handed
+# over in service/main.py: executions may not import cost).
+BudgetCheck = Callable[[Session, Pipeline], None]
+
+
 def execute(
-    session: Session, principal: Principal, pipeline_id: str, body: ExecuteIn, *, rate_per_minute: int
+    session: Session,
+    principal: Principal,
+    pipeline_id: str,
+    body: ExecuteIn,
+    *,
+    rate_per_minute: int,
+    budget_check: BudgetCheck | None = None,
 ) -> Execution:
+    if body.override_budget and "admin" not in principal.roles:
+        raise Forbidden(
+            "only an admin may override a budget",
+            details=[{"path": "overrideBudget", "message": "requires the admin role"}],
+        )
     limits.admit_rate(session, principal.tenant_id, rate_per_minute)
     pipeline = pipelines.get_or_404(session, principal.tenant_id, pipeline_id)
     if body.engine_override is not None and body.engine_override not in ENGINES:
@@ -55,6 +72,8 @@ def execute(
     except DefinitionError as exc:
         raise ValidationFailed(f"{exc.errors[0]['path']}: {exc.errors[0]['message']}", details=exc.errors) from None
     limits.admit_run(session, pipeline, definition.orchestration.max_active_runs)
+    if budget_check is not None and not body.override_budget:
+        budget_check(session, pipeline)  # under the admission locks taken above
     ex = Execution(
         id="exec-" + uuid.uuid4().hex[:24],
         tenant_id=principal.tenant_id,
@@ -66,6 +85,7 @@ def execute(
         priority=body.priority,
         parameters=parameters,
         created_by=principal.subject,
+        budget_override=body.override_budget,
         progress={"estimatedDurationMs": estimate_duration_ms(session, pipeline.id)},
     )
     session.add(ex)

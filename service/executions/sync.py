@@ -1,6 +1,6 @@
-"""Keeping an execution in step with its Airflow run: the run's and task instances' states into the row,
-row and byte counts from the tasks' XComs, the quality checks' results, the failure message; and the row as
-the API shows it."""
+"""Keeping an execution in step with its Airflow run: the run's and task instances' states into the row, the
+quality checks' results, the failure message; and the row as the API shows it (with the rows and bytes the
+lineage receiver summed from the run's OpenLineage events)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dag_factory.spec.task_ids import QUALITY_PREFIX, SINKS_PREFIX, SOURCES_PREFIX, quality_dataset
+from dag_factory.spec.task_ids import QUALITY_PREFIX, quality_dataset
 from service.airflow.client import AirflowClient, AirflowNotFound
 from service.airflow.models import DagRun, TaskInstance
 from service.db import utcnow
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> None:
-    """Pull the run's state and its task instances from Airflow: two calls whatever the task count, plus one
-    XCom read per task that finished since the last refresh (for the row counts).
+    """Pull the run's state and its task instances from Airflow: two calls whatever the task count (rows and
+    bytes come from the run's OpenLineage events instead: service/lineage/receiver.py).
 
     `reopen`: also for a finished execution, whose run may have been cleared (re-run) in Airflow since."""
     if not ex.submitted or ex.status == CANCELLED or (ex.status in TERMINAL and not reopen):
@@ -83,7 +83,6 @@ def apply(ex: Execution, run: DagRun, tis: list[TaskInstance], airflow: AirflowC
         **previous,
         "progress": _progress(tis),
         "tasks": [_task_out(t) for t in tis],
-        "rows": _task_rows(ex, airflow, tis, previous.get("rows") or {}),
         "refreshedAt": utcnow().isoformat(),
     }
     ex.started_at = run.start_date or ex.started_at
@@ -105,6 +104,8 @@ def _task_out(ti: TaskInstance) -> dict[str, Any]:
         started_at=ti.start_date,
         finished_at=ti.end_date,
         duration_ms=int(ti.duration * 1000) if ti.duration is not None else None,
+        pool=ti.pool,
+        queue=ti.queue,
     ).model_dump(mode="json")
 
 
@@ -120,35 +121,6 @@ def _progress(tis: list[TaskInstance]) -> dict[str, Any]:
         current_task=current,
         percentage=round(100 * done / total) if total else 0,
     ).model_dump(mode="json")
-
-
-def _task_rows(ex: Execution, airflow: AirflowClient, tis: list[TaskInstance], known: dict[str, Any]) -> dict[str, Any]:
-    """{task_id: {"try": n, "rows": r}} from each successful task's XCom, read once per task try: a finished
-    try's XCom never changes, so a status read costs no XCom calls once every task has been seen."""
-    rows = dict(known)
-    for ti in tis:
-        task_id, attempt = ti.task_id, ti.try_number
-        if ti.state != "success" or (rows.get(task_id) or {}).get("try") == attempt:
-            continue
-        if task_id.startswith(QUALITY_PREFIX):
-            continue  # check results, no rows: read once the run has finished (quality_results)
-        try:
-            value = airflow.xcom_value(ex.dag_id, ex.id, task_id)
-        except AirflowNotFound:
-            value = None  # the task returned nothing (staging setup/teardown)
-        rows[task_id] = {"try": attempt, **_counts_of(value)}
-    return rows
-
-
-def _counts_of(value: Any) -> dict[str, int | None]:
-    """{"rows", "bytes"} of a task's return value (None where it reports none)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = None
-    value = value if isinstance(value, dict) else {}
-    return {k: v if isinstance(v := value.get(k), int) and not isinstance(v, bool) else None for k in ("rows", "bytes")}
 
 
 def quality_results(ex: Execution, airflow: AirflowClient, tis: list[TaskInstance]) -> list[dict[str, Any]]:
@@ -217,19 +189,15 @@ def _failure_message(ex: Execution, tis: list[TaskInstance], airflow: AirflowCli
 
 
 def _metrics(ex: Execution) -> Metrics:
-    rows = (ex.progress or {}).get("rows") or {}
-
-    def total(group: str, what: str = "rows") -> int | None:
-        counts = [r[what] for t, r in rows.items() if t.startswith(group) and r.get(what) is not None]
-        return sum(counts) if counts else None
-
+    """Rows and bytes as the run's OpenLineage events reported them (the lineage receiver keeps the three
+    columns; no Airflow call here, this is the hot path); the elapsed time from the run's dates."""
     elapsed = None
     if ex.started_at is not None:
         elapsed = int(((ex.finished_at or utcnow()) - ex.started_at).total_seconds() * 1000)
     return Metrics(
-        rows_processed=total(SOURCES_PREFIX),
-        rows_written=total(SINKS_PREFIX),
-        bytes_processed=total(SOURCES_PREFIX, "bytes"),  # bytes read by the sources (files, objects, tables)
+        rows_processed=ex.rows_processed,
+        rows_written=ex.rows_written,
+        bytes_processed=ex.bytes_processed,
         elapsed_ms=elapsed,
     )
 
@@ -256,4 +224,5 @@ def to_out(ex: Execution) -> ExecutionOut:
         metrics=_metrics(ex),
         estimated_duration_ms=snapshot.get("estimatedDurationMs"),
         quality_results=[QualityResultOut.model_validate(r) for r in ex.quality_results or []],
+        budget_override=bool(ex.budget_override),
     )

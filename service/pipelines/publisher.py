@@ -25,10 +25,10 @@ from service.airflow.client import AirflowClient
 from service.config import Settings
 from service.connections import repository as connection_repo
 from service.db import session_scope, utcnow
-from service.errors import AirflowUnavailable, ServiceError, UpstreamError
-from service.pipelines import dagfile, repository
+from service.errors import AirflowUnavailable, ServiceError, UpstreamError, ValidationFailed
+from service.pipelines import assets, dagfile, repository
 from service.pipelines.models import Pipeline
-from service.pipelines.service import ACTIVE, CREATED, DEPLOYING, INVALID
+from service.pipelines.service import ACTIVE, CREATED, DEPLOYING, INVALID, parse_definition
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,11 @@ class Publisher:
             "owner": pipeline.created_by or "pipeline-service",
             "tags": [*_identity_tags(pipeline), *pipeline.tags][:20],
             "schedules": self.timetable(s, pipeline.id),  # enabled ones; none: manual runs only
+            # Inlets, outlets and the data schedule as the tenant's Airflow assets, resolved now: the
+            # dag-processor looks up no connection.
+            "assets": assets.dag_assets(
+                s, pipeline.tenant_id, pipeline.id, parse_definition(definition), root=assets.file_root(self.settings)
+            ),
         }
         mark = PUBLISHED_MARK + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
         return {**config, "doc": _dag_doc(pipeline, mark)}, mark
@@ -132,8 +137,16 @@ class Publisher:
             if pipeline is None:
                 return
             dag_id, tenant = pipeline.dag_id, pipeline.tenant_id
-            config, mark = self._config(s, pipeline)
-            text = dagfile.render(pipeline_id=pipeline.id, tenant=tenant, config=config)
+            problem: str | None = None
+            try:
+                config, mark = self._config(s, pipeline)
+            except ValidationFailed as exc:  # e.g. its data schedule names a dataset no pipeline writes any more
+                config, mark, problem = {}, "", exc.message
+        if problem is not None:
+            log.info("pipeline %s (%s) revision %s -> INVALID: %s", pipeline_id, dag_id, revision, problem)
+            self._finish(pipeline_id, revision, INVALID, problem)
+            return
+        text = dagfile.render(pipeline_id=pipeline_id, tenant=tenant, config=config)
         written_at = utcnow()
         dagfile.write_atomic(self.path_for(dag_id), text)
         try:

@@ -17,6 +17,7 @@ from service.connections import repository as connection_repo
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.merge_patch import patched
 from service.pipelines import repository
+from service.pipelines.assets import check_data_schedule
 from service.pipelines.models import Pipeline, PipelineVersion
 from service.pipelines.schemas import PipelineIn, PipelineOut
 
@@ -112,11 +113,15 @@ def definition_schema() -> dict[str, Any]:
     return PipelineDefinition.model_json_schema()
 
 
-def validate(session: Session, tenant_id: str, data: dict[str, Any]) -> PipelineDefinition:
-    """Everything a create checks about a definition: schema, references, and the tenant's connections."""
+def validate(
+    session: Session, tenant_id: str, data: dict[str, Any], *, pipeline_id: str | None = None
+) -> PipelineDefinition:
+    """Everything a create checks about a definition: schema, references, the tenant's connections, and the
+    data schedule (for an update, `pipeline_id`: the pipeline's stored sinks are not another pipeline's)."""
     definition = parse_definition(data)
     _check_connections(session, tenant_id, definition)
     _check_sqlite(session, tenant_id, definition)
+    check_data_schedule(session, tenant_id, definition, pipeline_id=pipeline_id)
     return definition
 
 
@@ -173,7 +178,7 @@ def update(
         raise ValidationFailed(
             "a pipeline cannot be renamed", details=[{"path": "name", "message": f"must stay '{pipeline.name}'"}]
         )
-    validate(session, principal.tenant_id, body.definition)
+    validate(session, principal.tenant_id, body.definition, pipeline_id=pipeline.id)
     if pipeline.template_id:
         templates.check_controls(session, pipeline, body.definition)  # compliance controls cannot be edited away
     pipeline.revision += 1

@@ -1,4 +1,5 @@
-"""Runs that Airflow's scheduler started for a pipeline's DAG, recorded as executions of their schedule.
+"""Runs that Airflow's scheduler started for a pipeline's DAG, recorded as executions of their schedule: a
+cron schedule's (`scheduled__` runs) or the pipeline's data schedule's (`asset_triggered__` runs).
 
 Schedules depend on executions, not the other way round: the background worker (service.workers) calls
 `import_scheduled_runs` with the runs it read from Airflow."""
@@ -25,16 +26,20 @@ from service.pipelines import repository as pipeline_repo
 from service.pipelines import service as pipelines
 from service.pipelines.models import Pipeline
 from service.schedules import repository as schedule_repo
+from service.schedules.data import data_schedule_id, is_data_schedule
 from service.schedules.models import Schedule
 
 log = logging.getLogger(__name__)
+ASSET_TRIGGERED = "asset_triggered"  # Airflow's run type of a run its assets started (a data schedule's)
+IMPORTED_RUN_TYPES = ("scheduled", ASSET_TRIGGERED)
 
 
 def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[DagRun]) -> list[str]:
     """Record as executions the runs that Airflow's scheduler started for a pipeline's DAG (run_type
-    scheduled) and the service does not know yet, also those started while the service was down. The run id
-    names the schedule (dag_factory.spec.schedule); the execution carries that schedule's parameters over
-    the pipeline's defaults. Safe on several replicas: the execution id is the run id (a primary key)."""
+    scheduled, or asset_triggered: its data schedule) and the service does not know yet, also those started
+    while the service was down. A scheduled run's id names the schedule (dag_factory.spec.schedule); the
+    execution carries that schedule's parameters over the pipeline's defaults (an asset-triggered run: the
+    defaults). Safe on several replicas: the execution id is the run id (a primary key)."""
     new = _unknown_scheduled_runs(session, runs)
     dag_ids = {r.dag_id for r in new}
     by_dag = {p.dag_id: p for p in session.scalars(select(Pipeline).where(Pipeline.dag_id.in_(dag_ids)))} if new else {}
@@ -55,7 +60,7 @@ def import_scheduled_runs(session: Session, airflow: AirflowClient, runs: list[D
 
 
 def _unknown_scheduled_runs(session: Session, runs: list[DagRun]) -> list[DagRun]:
-    scheduled = [r for r in runs if r.run_type == "scheduled" and len(r.dag_run_id) <= 64]
+    scheduled = [r for r in runs if r.run_type in IMPORTED_RUN_TYPES and len(r.dag_run_id) <= 64]
     if not scheduled:
         return []
     # An id already taken (by this DAG's execution, or, for a run id made by Airflow alone, another DAG's: the
@@ -65,6 +70,8 @@ def _unknown_scheduled_runs(session: Session, runs: list[DagRun]) -> list[DagRun
 
 
 def _schedule_id(session: Session, pipeline: Pipeline, run: DagRun) -> str | None:
+    if run.run_type == ASSET_TRIGGERED:
+        return data_schedule_id(pipeline.id)
     schedule_id = schedule_id_of(run.dag_run_id)
     logical_date = run.logical_date
     if schedule_id is None and logical_date is not None:
@@ -79,7 +86,7 @@ def _schedule_id(session: Session, pipeline: Pipeline, run: DagRun) -> str | Non
 
 def _parameters(session: Session, pipeline: Pipeline, schedule_id: str | None) -> dict[str, Any]:
     """The schedule's parameters over the pipeline's defaults (as given when they no longer validate)."""
-    schedule = session.get(Schedule, schedule_id) if schedule_id else None
+    schedule = session.get(Schedule, schedule_id) if schedule_id and not is_data_schedule(schedule_id) else None
     values = schedule.parameters if schedule is not None and schedule.pipeline_id == pipeline.id else {}
     try:
         definition = pipelines.parse_definition(pipeline_repo.current_version(session, pipeline).definition)

@@ -9,7 +9,7 @@ from service.db import DbSession, run_after_commit
 from service.executions import service as executions
 from service.executions.schemas import ExecutionOut
 from service.merge_patch import PATCH_OPENAPI, MergePatch
-from service.schedules import repository, service
+from service.schedules import service
 from service.schedules.schemas import ScheduleIn, ScheduleOut
 from service.schemas import Page, PageNumber, PageSize
 
@@ -31,15 +31,16 @@ def list_schedules(
     page: PageNumber = 0,
     size: PageSize = 20,
 ) -> Page[ScheduleOut]:
-    rows, total = repository.list_page(
+    """The cron schedules, then the pipelines' data schedules (type datasets, read-only)."""
+    items, total = service.list_page(
         session, principal.tenant_id, pipeline_id=pipeline_id, offset=page * size, limit=size
     )
-    return Page[ScheduleOut](items=[service.to_out(s) for s in rows], total=total, page=page, size=size)
+    return Page[ScheduleOut](items=items, total=total, page=page, size=size)
 
 
 @router.get("/{schedule_id}", response_model=ScheduleOut, response_model_by_alias=True)
 def get_schedule(schedule_id: str, principal: CurrentPrincipal, session: DbSession) -> ScheduleOut:
-    return service.to_out(service.get_or_404(session, principal.tenant_id, schedule_id))
+    return service.get_out(session, principal.tenant_id, schedule_id)
 
 
 @router.put("/{schedule_id}", response_model=ScheduleOut, response_model_by_alias=True)
@@ -73,6 +74,8 @@ def trigger_schedule(
     schedule_id: str, principal: CurrentPrincipal, session: DbSession, request: Request
 ) -> ExecutionOut:
     rate = request.app.state.settings.execute_rate_per_minute
-    ex = service.trigger(session, principal, schedule_id, rate_per_minute=rate)
+    ex = service.trigger(
+        session, principal, schedule_id, rate_per_minute=rate, budget_check=request.app.state.budget_check
+    )
     run_after_commit(session, request.app.state.wake_workers)  # the dispatcher submits it (outbox)
     return executions.to_out(ex)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -22,14 +22,26 @@ class ScheduleIn(ApiModel):
 
 
 class ScheduleOut(ApiModel):
+    """A cron schedule (type `cron`), or a pipeline's data schedule (type `datasets`): its definition's
+    `schedule.onDatasets`, listed here read-only (change it in the definition; PUT, PATCH and DELETE of it
+    answer 409). Its id is `data-<pipelineId>`, and the runs it starts are executions with that scheduleId."""
+
     schedule_id: str
     pipeline_id: str
-    cron_expression: str
-    timezone: str
-    parameters: dict[str, Any]
+    type: Literal["cron", "datasets"] = Field(
+        default="cron", description="cron: runs at cron times; datasets: runs when other pipelines wrote datasets"
+    )
+    on_datasets: list[str] | None = Field(
+        default=None,
+        description="type datasets: the datasets (fqn as the lineage API names them) that, once all written by "
+        "the tenant's other pipelines since its last such run, start a run (Airflow asset-triggered scheduling)",
+    )
+    cron_expression: str | None = Field(description="type cron: 5-field cron or @daily etc.; null for datasets")
+    timezone: str | None = Field(description="type cron: IANA time zone; null for datasets")
+    parameters: dict[str, Any] = Field(description="the runs' parameters (type datasets: the pipeline's defaults)")
     enabled: bool
-    description: str = Field(description="the cron in words, with its time zone")
-    next_run_at: datetime | None = Field(description="next fire time in UTC; null when disabled")
+    description: str = Field(description="the cron in words, with its time zone; or the datasets that start a run")
+    next_run_at: datetime | None = Field(description="next fire time in UTC; null when disabled (and for datasets)")
     next_run_at_local: datetime | None = Field(description="the same instant in the schedule's time zone")
     created_by: str | None
     created_at: datetime

@@ -33,12 +33,33 @@ from service.pipelines import repository as pipeline_repo
 from service.pipelines import service as pipelines
 from service.pipelines.models import Pipeline
 from service.pipelines.publisher import TimetableEntry
-from service.schedules import repository
+from service.schedules import data, repository
 from service.schedules.models import Schedule
 from service.schedules.schemas import ScheduleIn, ScheduleOut
 
 
+def list_page(
+    session: Session, tenant_id: str, *, pipeline_id: str | None, offset: int, limit: int
+) -> tuple[list[ScheduleOut], int]:
+    """The cron schedules (in creation order), then the data schedules (service.schedules.data)."""
+    rows, crons = repository.list_page(session, tenant_id, pipeline_id=pipeline_id, offset=offset, limit=limit)
+    datas = data.list_all(session, tenant_id, pipeline_id=pipeline_id)
+    items = [to_out(s) for s in rows]
+    if len(items) < limit:  # the page reaches past the cron schedules
+        start = max(0, offset - crons)
+        items += datas[start : start + limit - len(items)]
+    return items, crons + len(datas)
+
+
+def get_out(session: Session, tenant_id: str, schedule_id: str) -> ScheduleOut:
+    if data.is_data_schedule(schedule_id):
+        return data.get_or_404(session, tenant_id, schedule_id)
+    return to_out(get_or_404(session, tenant_id, schedule_id))
+
+
 def get_or_404(session: Session, tenant_id: str, schedule_id: str) -> Schedule:
+    if data.is_data_schedule(schedule_id):
+        data.refuse_change(session, tenant_id, schedule_id)  # 404, or 409: it is the pipeline definition's
     schedule = repository.get(session, tenant_id, schedule_id)
     if schedule is None:
         raise NotFound(f"schedule '{schedule_id}' not found")
@@ -145,12 +166,22 @@ def delete(session: Session, principal: Principal, schedule_id: str) -> None:
     session.flush()
 
 
-def trigger(session: Session, principal: Principal, schedule_id: str, *, rate_per_minute: int) -> Execution:
-    """An ordinary execution, now, with the schedule's parameters (also for a disabled schedule)."""
-    schedule = get_or_404(session, principal.tenant_id, schedule_id)
+def trigger(
+    session: Session,
+    principal: Principal,
+    schedule_id: str,
+    *,
+    rate_per_minute: int,
+    budget_check: executions.BudgetCheck | None = None,
+) -> Execution:
+    """An ordinary execution, now, with the schedule's parameters (also for a disabled schedule; a data
+    schedule's: the pipeline's defaults). Like any execute, refused once a budget is reached."""
+    schedule = get_out(session, principal.tenant_id, schedule_id)
     body = ExecuteIn(parameters=schedule.parameters)
-    ex = executions.execute(session, principal, schedule.pipeline_id, body, rate_per_minute=rate_per_minute)
-    ex.schedule_id = schedule.id
+    ex = executions.execute(
+        session, principal, schedule.pipeline_id, body, rate_per_minute=rate_per_minute, budget_check=budget_check
+    )
+    ex.schedule_id = schedule.schedule_id
     session.flush()
     return ex
 

@@ -100,6 +100,10 @@ def start(base_dir: Path, database_url: str | None = None) -> Running:
         dags_dir,
         allowed_networks=LOOPBACK_NETWORKS,
         denied_endpoints=(f"127.0.0.1:{service_port}",),
+        # OpenLineage on, as `make up` has it: Airflow posts its events to the service (the key generated
+        # into the data dir, where the service's Settings below read it).
+        lineage_url=f"http://127.0.0.1:{service_port}",
+        lineage_api_key=Settings(data_dir=data_dir).resolved_openlineage_api_key(),
     )
     stack.migrate()
     stack.start()

@@ -113,6 +113,7 @@ def _bodies() -> dict[tuple[str, str], Any]:
         ("POST", "/v1/pipelines/{pipeline_id}/execute"): {},
         ("POST", "/v1/pipelines/templates/{template_id}/create"): {"pipelineName": "from-a-template"},
         ("POST", "/v1/airflow/dags/{dag_id}/trigger"): {},
+        ("PUT", "/v1/pipelines/{pipeline_id}/budget"): {"monthlyUsd": 1},
     }
 
 
@@ -154,6 +155,14 @@ def _unaddressed(a: TenantA) -> dict[tuple[str, str], list[Probe]]:
             Probe("GET", "/v1/pipelines/templates/compliance-packs", expected={200})
         ],
         ("GET", "/v1/airflow/dags"): [Probe("GET", "/v1/airflow/dags?size=200", expected={200})],
+        # A's datasets (its sink, its sources) are unknown to B: an empty impact, none of A's pipelines.
+        ("GET", "/v1/lineage/datasets"): [
+            Probe("GET", f"/v1/lineage/datasets?fqn={fqn}", expected={200})
+            for fqn in ("x.analytics.daily_transactions", "x.public.raw_transactions")
+        ],
+        ("GET", "/v1/cost/rate-card"): [Probe("GET", "/v1/cost/rate-card", expected={200})],
+        ("GET", "/v1/cost/budget"): [Probe("GET", "/v1/cost/budget", expected={200})],
+        ("PUT", "/v1/cost/budget"): [Probe("PUT", "/v1/cost/budget", {"monthlyUsd": 1000}, {200})],
     }
 
 

@@ -63,8 +63,17 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_lineage_datasets_pipeline_id"), ["pipeline_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_lineage_datasets_execution_id"), ["execution_id"], unique=False)
         batch_op.create_index("ix_lineage_datasets_tenant_name", ["tenant_id", "name"], unique=False)
+    # Rows and bytes of an execution from its tasks' OpenLineage output statistics (the receiver sums them).
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("rows_processed", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("bytes_processed", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("rows_written", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.drop_column("rows_written")
+        batch_op.drop_column("bytes_processed")
+        batch_op.drop_column("rows_processed")
     op.drop_table("lineage_datasets")
     op.drop_table("lineage_events")
