@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
@@ -28,6 +29,7 @@ from service.lineage.ingest import EventWriter
 from service.lineage.ingest_router import LineageFastPath
 from service.lineage.ingest_router import router as lineage_ingest_router
 from service.lineage.router import router as lineage_router
+from service.observability import Metrics, RequestMetrics
 from service.openapi import install_openapi
 from service.pipelines import dagfile
 from service.pipelines import service as pipelines
@@ -91,9 +93,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.add_middleware(StatusFastPath)
     app.add_middleware(LineageFastPath)  # POST /api/v1/lineage, Airflow's OpenLineage events
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # last: outermost, the fast paths counted too
     _include_routers(app)
     _install_health(app, settings)
+    _install_metrics(app)
     return app
+
+
+def _install_metrics(app: FastAPI) -> None:
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        summary="Prometheus metrics (text exposition format; no authentication, no tenant data)",
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "the exposition"}},
+    )
+    def metrics(request: Request) -> Response:
+        # No authentication, like /health: the labels carry route templates and statuses, never tenant data.
+        return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _install_health(app: FastAPI, settings: Settings) -> None:
@@ -144,6 +161,7 @@ def _install_state(app: FastAPI, settings: Settings) -> None:
     app.state.workers = []
     app.state.status_cache = StatusCache()  # this process's status bodies (service.executions.fastpath too)
     app.state.status_refresh = StatusRefresh(app.state.sessions)
+    app.state.metrics = Metrics(app.state)  # GET /metrics: this app's own registry
 
 
 def _link_features(app: FastAPI) -> None:

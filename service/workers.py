@@ -15,6 +15,7 @@ from starlette.datastructures import State
 
 from service.airflow.client import AirflowClient
 from service.connections.service import sync_pending
+from service.cost.service import settle_step
 from service.db import session_scope, utcnow
 from service.errors import AirflowUnavailable, ServiceError
 from service.executions import repository as execution_repo
@@ -151,4 +152,6 @@ def make_workers(state: State, interval: float) -> list[Worker]:
         Worker("cleared-runs", ClearedRunsWatch(sessions, airflow).step, max(interval, 10.0)),
         # Accepted OpenLineage events to PIPELINE_OPENLINEAGE_FORWARD_URL (idle when unset); woken per event.
         Worker("lineage-forwarder", forwarder.step, interval),
+        # The cost of finished runs, stored once their late OpenLineage events are in (month sums read it).
+        Worker("cost", lambda: settle_step(sessions, state.settings.cost_rate_card), max(interval, 10.0)),
     ]

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from service.airflow.logs import sanitized
@@ -29,7 +30,7 @@ from service.airflow.models import (
     TaskInstanceList,
     XComEntry,
 )
-from service.errors import AirflowUnavailable, NotFound, UpstreamError, ValidationFailed
+from service.errors import AirflowUnavailable, NotFound, ServiceError, UpstreamError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 PAGE = 100  # Airflow's [api] maximum_page_limit by default: a larger page_limit is cut to it
@@ -60,6 +61,59 @@ def _seg(value: str | int) -> str:
     return quote(str(value), safe="")
 
 
+# Path segments that name a thing in Airflow's REST API: the segment after one is an identifier.
+_IDENTIFIED = {
+    "dags": "{dag_id}",
+    "dagRuns": "{dag_run_id}",
+    "taskInstances": "{task_id}",
+    "logs": "{try_number}",
+    "xcomEntries": "{xcom_key}",
+    "connections": "{connection_id}",
+    "parseDagFile": "{file_token}",
+}
+_FIXED = frozenset({*_IDENTIFIED, "details", "clearTaskInstances", "importErrors", "~"})
+
+
+def endpoint_template(path: str) -> str:
+    """`/dags/{dag_id}/dagRuns/{dag_run_id}` for `/dags/sales/dagRuns/manual__1`: a metric label whose values
+    are bounded by the API, never a DAG or run id (any segment not known here is `{other}`)."""
+    segments = path.split("?", 1)[0].strip("/").split("/")
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        after = _IDENTIFIED.get(segments[i - 1]) if i else None
+        out.append(seg if seg == "~" else after if after else seg if seg in _FIXED else "{other}")
+    return "/" + "/".join(out)
+
+
+class CallMetrics:
+    """The client's calls to Airflow: latency by endpoint template, method and outcome; failures counted.
+    Unregistered: the app that owns the client exposes them (service/observability.py)."""
+
+    #: outcomes that mean Airflow did not do what was asked (a 404 or 409 is an answer, not a failure)
+    FAILURES = frozenset({"airflow_unavailable", "airflow_error", "airflow_rejected", "validation_error"})
+
+    def __init__(self) -> None:
+        self.latency = Histogram(
+            "pipeline_airflow_call_duration_seconds",
+            "Calls from the service to Airflow's REST API, by endpoint template, method and outcome",
+            ["endpoint", "method", "outcome"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=None,
+        )
+        self.errors = Counter(
+            "pipeline_airflow_call_errors",
+            "Calls to Airflow that failed (unreachable, HTTP 5xx, a refused request), by endpoint and reason",
+            ["endpoint", "method", "reason"],
+            registry=None,
+        )
+
+    def observe(self, method: str, path: str, seconds: float, outcome: str) -> None:
+        endpoint = endpoint_template(path)
+        self.latency.labels(endpoint, method, outcome).observe(seconds)
+        if outcome in self.FAILURES:
+            self.errors.labels(endpoint, method, outcome).inc()
+
+
 def _detail(resp: httpx.Response) -> str:
     try:
         detail = resp.json().get("detail", resp.text)
@@ -83,6 +137,7 @@ class AirflowClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._token: str | None = None
         self._lock = threading.Lock()
+        self.metrics = CallMetrics()
 
     def close(self) -> None:
         self._http.close()
@@ -107,6 +162,17 @@ class AirflowClient:
             return {"Authorization": f"Bearer {self._token}"}
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Every call to /api/v2 goes through here: timed, its outcome counted (self.metrics)."""
+        started, outcome = time.perf_counter(), "ok"
+        try:
+            return self._request(method, path, **kwargs)
+        except ServiceError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.metrics.observe(method, path, time.perf_counter() - started, outcome)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for attempt in (0, 1):
             headers = {**kwargs.pop("headers", {}), **self._auth_header(refresh=attempt == 1)}
             try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from service.cost.models import Budget, budget_key
-from service.executions.models import Execution
+from service.executions.models import TERMINAL, Execution
 from service.lineage.models import LineageDataset
 
 
@@ -36,13 +37,27 @@ class DatasetRow(NamedTuple):
     bytes: int | None
 
 
+def settled() -> ColumnElement[bool]:
+    """Whether an execution's stored cost is the cost of the run as it last finished."""
+    return and_(Execution.cost_settled_for.is_not(None), Execution.cost_settled_for == Execution.finished_at)
+
+
 def executions_stmt(
-    tenant_id: str, *, pipeline_id: str | None, since: datetime, until: datetime, execution_id: str | None = None
+    tenant_id: str,
+    *,
+    pipeline_id: str | None,
+    since: datetime,
+    until: datetime,
+    execution_id: str | None = None,
+    unsettled_only: bool = False,
 ) -> Select[Any]:
-    """The executions of the tenant (of one pipeline, or one execution) submitted in [since, until)."""
+    """The executions of the tenant (of one pipeline, or one execution) submitted in [since, until); only
+    those without a settled cost with `unsettled_only`."""
     stmt = select(Execution.id).where(
         Execution.tenant_id == tenant_id, Execution.submitted_at >= since, Execution.submitted_at < until
     )
+    if unsettled_only:
+        stmt = stmt.where(~settled())
     if pipeline_id is not None:
         stmt = stmt.where(Execution.pipeline_id == pipeline_id)
     if execution_id is not None:
@@ -101,3 +116,44 @@ def budgets(session: Session, tenant_id: str, pipeline_id: str | None) -> Sequen
 def budget(session: Session, tenant_id: str, pipeline_id: str | None) -> Budget | None:
     found = session.get(Budget, budget_key(tenant_id, pipeline_id))
     return found if found is not None and found.tenant_id == tenant_id else None
+
+
+def settled_totals(
+    session: Session, tenant_id: str, *, pipeline_id: str | None, since: datetime, until: datetime
+) -> dict[str, Decimal]:
+    """The stored cost of the settled executions submitted in [since, until), summed per pipeline in SQL."""
+    parts = [
+        func.coalesce(c, 0)
+        for c in (Execution.cost_compute_usd, Execution.cost_storage_usd, Execution.cost_network_usd)
+    ]
+    stmt = (
+        select(Execution.pipeline_id, func.sum(parts[0] + parts[1] + parts[2]))
+        .where(
+            Execution.tenant_id == tenant_id,
+            Execution.submitted_at >= since,
+            Execution.submitted_at < until,
+            settled(),
+        )
+        .group_by(Execution.pipeline_id)
+    )
+    if pipeline_id is not None:
+        stmt = stmt.where(Execution.pipeline_id == pipeline_id)
+    return {pid: Decimal(str(total or 0)) for pid, total in session.execute(stmt)}
+
+
+def to_settle(session: Session, *, finished_before: datetime, limit: int) -> list[tuple[str, str]]:
+    """(execution id, tenant id) of finished executions whose cost is not stored for their last finish, the
+    oldest first; locked (SKIP LOCKED on PostgreSQL: replicas settle different ones)."""
+    stmt = (
+        select(Execution.id, Execution.tenant_id)
+        .where(
+            Execution.status.in_(TERMINAL),
+            Execution.finished_at.is_not(None),
+            Execution.finished_at < finished_before,
+            or_(Execution.cost_settled_for.is_(None), Execution.cost_settled_for != Execution.finished_at),
+        )
+        .order_by(Execution.finished_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(ex_id, tenant) for ex_id, tenant in session.execute(stmt)]

@@ -15,8 +15,8 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import RateCard, Settings
 from service.cost import repository
@@ -32,7 +32,7 @@ from service.cost.schemas import (
     TaskCostOut,
     Trend,
 )
-from service.db import utcnow
+from service.db import session_scope, utcnow
 from service.errors import BudgetExceeded, ValidationFailed
 from service.executions.models import TERMINAL, Execution
 from service.executions.service import BudgetCheck
@@ -182,20 +182,82 @@ def cost_of_executions(
     rates: RateCard,
     execution_id: str | None = None,
     now: datetime | None = None,
+    unsettled_only: bool = False,
 ) -> list[ExecutionCost]:
     """The cost of each execution of the tenant (of one pipeline when `pipeline_id` is given) submitted in
-    [since, until), in submission order: two queries whatever their number."""
+    [since, until), in submission order: two queries whatever their number. `unsettled_only`: only those whose
+    cost is not stored yet (running, or finished less than SETTLE_AFTER ago)."""
     ids = repository.executions_stmt(
-        tenant_id, pipeline_id=pipeline_id, since=since, until=until, execution_id=execution_id
+        tenant_id,
+        pipeline_id=pipeline_id,
+        since=since,
+        until=until,
+        execution_id=execution_id,
+        unsettled_only=unsettled_only,
     )
+    return _costs(session, tenant_id, ids, rates, now or utcnow())
+
+
+def _costs(session: Session, tenant_id: str, ids: Any, rates: RateCard, now: datetime) -> list[ExecutionCost]:
     rows = repository.executions(session, ids)
     if not rows:
         return []
     by_execution: dict[str, list[DatasetRow]] = defaultdict(list)
     for d in repository.datasets(session, tenant_id, ids):
         by_execution[d.execution_id].append(d)
-    now = now or utcnow()
     return [execution_cost(ex, by_execution.get(ex.id, []), rates, now) for ex in rows]
+
+
+def spent_by_pipeline(
+    session: Session,
+    tenant_id: str,
+    *,
+    pipeline_id: str | None,
+    since: datetime,
+    until: datetime,
+    rates: RateCard,
+    now: datetime,
+) -> dict[str, Decimal]:
+    """The cost of the executions submitted in [since, until), per pipeline: the stored cost of settled runs
+    summed in SQL, plus the cost of the others (running, just finished) computed now."""
+    spent = defaultdict(
+        Decimal, repository.settled_totals(session, tenant_id, pipeline_id=pipeline_id, since=since, until=until)
+    )
+    live = cost_of_executions(
+        session, tenant_id, pipeline_id=pipeline_id, since=since, until=until, rates=rates, now=now, unsettled_only=True
+    )
+    for c in live:
+        spent[c.pipeline_id] += c.total
+    return dict(spent)
+
+
+# Late OpenLineage events (a task's COMPLETE after Airflow has marked the run finished) may still add bytes:
+# a finished run's cost is stored this long after it finished.
+SETTLE_AFTER = timedelta(seconds=30)
+SETTLE_BATCH = 200
+
+
+def settle_step(sessions: sessionmaker[Session], rates: RateCard) -> int:
+    """Store the cost of finished executions (the background worker `cost`): how many were settled."""
+    now = utcnow()
+    with session_scope(sessions) as session:
+        due = repository.to_settle(session, finished_before=now - SETTLE_AFTER, limit=SETTLE_BATCH)
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for execution_id, tenant_id in due:
+            by_tenant[tenant_id].append(execution_id)
+        for tenant_id, ids in by_tenant.items():
+            for cost in _costs(session, tenant_id, select(Execution.id).where(Execution.id.in_(ids)), rates, now):
+                session.execute(
+                    update(Execution)
+                    .where(Execution.id == cost.execution_id)
+                    .values(
+                        cost_compute_usd=cost.compute,
+                        cost_storage_usd=cost.storage,
+                        cost_network_usd=cost.network,
+                        cost_settled_for=Execution.finished_at,
+                    )
+                )
+    return len(due)
 
 
 def cost_of_execution(session: Session, ex: Execution, rates: RateCard, now: datetime) -> ExecutionCost:
@@ -326,10 +388,10 @@ def pipeline_cost(session: Session, pipeline: Pipeline, period: str, rates: Rate
 def spent_this_month(
     session: Session, tenant_id: str, pipeline_id: str | None, rates: RateCard, now: datetime
 ) -> Decimal:
-    costs = cost_of_executions(
+    spent = spent_by_pipeline(
         session, tenant_id, pipeline_id=pipeline_id, since=month_start(now), until=now, rates=rates, now=now
     )
-    return sum((c.total for c in costs), Decimal(0))
+    return sum(spent.values(), Decimal(0))
 
 
 def budget_out(session: Session, tenant_id: str, pipeline_id: str | None, rates: RateCard) -> BudgetOut:
@@ -379,7 +441,7 @@ def check_budgets(session: Session, pipeline: Pipeline, rates: RateCard) -> None
         return
     now = utcnow()
     tenant_wide = True in budgets  # the tenant's budget needs every pipeline's cost, the pipeline's its own
-    costs = cost_of_executions(
+    by_pipeline = spent_by_pipeline(
         session,
         pipeline.tenant_id,
         pipeline_id=None if tenant_wide else pipeline.id,
@@ -389,7 +451,7 @@ def check_budgets(session: Session, pipeline: Pipeline, rates: RateCard) -> None
         now=now,
     )
     for is_tenant, budget in sorted(budgets.items()):  # the pipeline's budget first
-        spent = sum((c.total for c in costs if is_tenant or c.pipeline_id == pipeline.id), Decimal(0))
+        spent = sum(by_pipeline.values(), Decimal(0)) if is_tenant else by_pipeline.get(pipeline.id, Decimal(0))
         limit = usd(budget.monthly_usd)
         if spent >= limit:
             whose = f"tenant '{pipeline.tenant_id}'" if is_tenant else f"pipeline '{pipeline.name}'"

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
@@ -47,6 +48,13 @@ class Execution(Base):
     created_by: Mapped[str | None] = mapped_column(String(200))
     # An admin executed it with "overrideBudget": true (past a reached monthly budget; service/cost).
     budget_override: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The cost of a finished run as shown (service/cost), stored once its late OpenLineage events are in:
+    # month and period sums read these instead of recomputing every run. `cost_settled_for` is the
+    # finished_at it was computed for (a retried run finishes again: settled anew).
+    cost_compute_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 6), default=None)
+    cost_storage_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 6), default=None)
+    cost_network_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 6), default=None)
+    cost_settled_for: Mapped[datetime | None] = mapped_column(default=None)
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()

@@ -475,3 +475,41 @@ def test_another_tenant_sees_no_cost_and_no_budget(svc: Service, acme: Api, acti
         expect_error(other.request(method, url, json={"monthlyUsd": 0}), 404, "not_found")
     assert acme.get(f"/v1/pipelines/{pid}/budget").json()["monthlyUsd"] == 5.0
     assert other.get("/v1/cost/budget").json()["spentThisMonthUsd"] == 0.0
+
+
+def test_a_finished_execution_s_cost_is_settled_once_and_anew_after_a_retry(
+    svc: Service, acme: Api, active: dict[str, Any]
+) -> None:
+    """The cost worker stores a finished run's cost as shown (SETTLE_AFTER after it finished); month sums read
+    the stored cost in SQL and give the same answer as computing it; a run that finishes again is settled anew."""
+    from service.cost.service import settle_step
+
+    long_ago = utcnow() - timedelta(minutes=10)  # finished 5 minutes ago: past SETTLE_AFTER
+    done = add_execution(svc, active, [task("a", 100), task("b", 20, pool="big")], submitted_at=long_ago)
+    add_datasets(svc, active, done, "b", [("input", SALES, "s.public.t", None), ("output", WAREHOUSE, "w.a.t", GB)])
+    running = add_execution(svc, active, [task("a", 50)], status="RUNNING")
+    recent = add_execution(svc, active, [task("a", 10)])  # finishes in 5 minutes: not yet due
+    path = f"/v1/pipelines/{active['pipelineId']}/budget"
+    before = put_budget(acme, path, 100)["spentThisMonthUsd"]
+    shown = cost_of(acme, done)
+
+    assert settle_step(svc.app.state.sessions, RATES) == 1
+    with svc.app.state.sessions() as s:
+        row = s.get(Execution, done)
+        assert row is not None and row.cost_settled_for == row.finished_at
+        stored = (row.cost_compute_usd, row.cost_storage_usd, row.cost_network_usd)
+        assert [float(v) for v in stored] == [shown["breakdown"][k] for k in ("compute", "storage", "network")]
+        assert sum(stored) == Decimal("0.37")  # 100 s x 0.001 + 20 s x 0.01 + 1 GB x (0.05 + 0.02)
+        assert all(s.get(Execution, e).cost_settled_for is None for e in (running, recent))  # type: ignore[union-attr]
+    assert settle_step(svc.app.state.sessions, RATES) == 0  # settled once
+    assert acme.get(path).json()["spentThisMonthUsd"] == before  # stored or computed: the same month
+
+    # A retry that finishes again (a later finished_at): the stored cost no longer counts until settled anew.
+    with svc.app.state.sessions.begin() as s:
+        row = s.get(Execution, done)
+        assert row is not None
+        row.progress = {"tasks": [task("a", 200)]}
+        row.finished_at = long_ago + timedelta(minutes=6)
+    assert acme.get(path).json()["spentThisMonthUsd"] == pytest.approx(before - 0.37 + 0.2 + 0.07)
+    assert settle_step(svc.app.state.sessions, RATES) == 1
+    assert acme.get(path).json()["spentThisMonthUsd"] == pytest.approx(before - 0.37 + 0.2 + 0.07)
