@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, Numeric, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
@@ -59,6 +59,24 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ExecutionTask(Base):
+    """A finished execution's task instances as Airflow last reported them (written when the run is seen to
+    finish, replaced if it is re-run): what the monitoring report sums in SQL (bottlenecks, failures by task)."""
+
+    __tablename__ = "execution_tasks"
+    __table_args__ = (Index("ix_execution_tasks_pipeline", "tenant_id", "pipeline_id"),)
+
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    pipeline_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str | None] = mapped_column(String(20))
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class AdmissionLock(Base):

@@ -26,7 +26,7 @@ from service.auth import Principal
 from service.connections import repository as connection_repo
 from service.db import utcnow
 from service.errors import AirflowUnavailable, Conflict, Forbidden, ServiceError, ValidationFailed
-from service.executions import limits
+from service.executions import events, limits
 from service.executions.models import CANCELLED, DONE_TASK_STATES, FAILED, QUEUED, TERMINAL, Execution
 from service.executions.repository import estimate_duration_ms
 from service.executions.schemas import ENGINES, ExecuteIn
@@ -141,8 +141,9 @@ def submit(ex: Execution, airflow: AirflowClient) -> None:
         ex.submit_attempts += 1
         ex.last_submit_error = exc.message
         if ex.submit_attempts >= MAX_SUBMIT_ATTEMPTS:
-            ex.status, ex.finished_at = FAILED, utcnow()
+            previous, ex.status, ex.finished_at = ex.status, FAILED, utcnow()
             ex.error_message = f"Airflow did not accept the run: {exc.message}"
+            events.finished(Session.object_session(ex), ex, previous)
         return
     ex.submitted = True
     ex.last_submit_error = None
@@ -153,8 +154,9 @@ def cancel(ex: Execution, airflow: AirflowClient) -> None:
         raise Conflict(f"execution '{ex.id}' is already {ex.status} and cannot be cancelled")
     if ex.submitted:
         _fail_unfinished_tasks(ex, airflow)
-    ex.status, ex.finished_at = CANCELLED, utcnow()
+    previous, ex.status, ex.finished_at = ex.status, CANCELLED, utcnow()
     ex.error_message = "cancelled by request"
+    events.finished(Session.object_session(ex), ex, previous)
 
 
 def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:

@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dag_factory.spec.task_ids import QUALITY_PREFIX, quality_dataset
@@ -16,8 +16,17 @@ from service.airflow.client import AirflowClient, AirflowNotFound
 from service.airflow.models import DagRun, TaskInstance
 from service.db import utcnow
 from service.errors import AirflowUnavailable, ServiceError
+from service.executions import events
 from service.executions.logtext import render_event
-from service.executions.models import CANCELLED, DONE_TASK_STATES, FAILED, RUN_STATE, TERMINAL, Execution
+from service.executions.models import (
+    CANCELLED,
+    DONE_TASK_STATES,
+    FAILED,
+    RUN_STATE,
+    TERMINAL,
+    Execution,
+    ExecutionTask,
+)
 from service.executions.schemas import ExecutionOut, Metrics, Progress, QualityResultOut, TaskOut
 
 log = logging.getLogger(__name__)
@@ -33,8 +42,11 @@ def refresh(ex: Execution, airflow: AirflowClient, *, reopen: bool = False) -> N
     try:
         run = airflow.get_run(ex.dag_id, ex.id)
     except AirflowNotFound:
+        previous = ex.status
         ex.status, ex.finished_at = FAILED, utcnow()
         ex.error_message = "the Airflow run no longer exists (the DAG or its run was deleted in Airflow)"
+        if previous != FAILED:
+            events.finished(Session.object_session(ex), ex, previous)
         return
     apply(ex, run, airflow.task_instances(ex.dag_id, ex.id), airflow)
 
@@ -93,7 +105,32 @@ def apply(ex: Execution, run: DagRun, tis: list[TaskInstance], airflow: AirflowC
         ex.quality_results = quality_results(ex, airflow, tis)
     else:
         ex.finished_at, ex.error_message, ex.quality_results = None, None, None
-    ex.status = status
+    previous_status, ex.status = ex.status, status
+    if status in TERMINAL and status != previous_status:  # finished, or a re-run finished otherwise
+        session = Session.object_session(ex)
+        _store_tasks(session, ex, tis)
+        events.finished(session, ex, previous_status)
+
+
+def _store_tasks(session: Session | None, ex: Execution, tis: list[TaskInstance]) -> None:
+    """The finished run's task instances as rows (replacing those of an earlier finish of a re-run)."""
+    if session is None:
+        return
+    session.execute(delete(ExecutionTask).where(ExecutionTask.execution_id == ex.id))
+    session.add_all(
+        ExecutionTask(
+            execution_id=ex.id,
+            task_id=ti.task_id,
+            tenant_id=ex.tenant_id,
+            pipeline_id=ex.pipeline_id,
+            state=ti.state,
+            try_number=ti.try_number,
+            duration_ms=int(ti.duration * 1000) if ti.duration is not None else None,
+            started_at=ti.start_date,
+            finished_at=ti.end_date,
+        )
+        for ti in tis
+    )
 
 
 def _task_out(ti: TaskInstance) -> dict[str, Any]:
