@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     # An OpenLineage backend (e.g. Marquez) that gets every accepted event too: <url>/api/v1/lineage.
     openlineage_forward_url: str | None = None
     openlineage_forward_api_key: str | None = None
+    # Alert webhooks (service/monitoring/delivery.py): the timeout of one delivery, and the attempts after which
+    # a delivery that keeps failing (waits 1, 2, 4 ... s between them, at most 300 s) is abandoned.
+    alert_delivery_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    alert_delivery_max_attempts: int = Field(default=10, ge=1, le=50)
+    # How often the SLA and budget alert conditions are checked.
+    alert_check_interval_seconds: float = Field(default=10.0, gt=0)
+    # How often the reconciler asks Airflow about unfinished runs (a tick without any costs one SELECT): the
+    # delay between Airflow finishing a run and the service (its alerts) seeing it.
+    reconcile_interval_seconds: float = Field(default=1.0, gt=0)
 
     def model_post_init(self, __context: object) -> None:
         self.data_dir = self.data_dir.resolve()

@@ -14,13 +14,16 @@ from sqlalchemy.orm import sessionmaker
 
 from service.airflow.client import AirflowClient
 from service.airflow_management.router import router as airflow_management_router
+from service.audit.request_id import RequestId
+from service.audit.router import router as audit_router
 from service.config import Settings, get_settings
 from service.connections.router import router as connections_router
-from service.connections.service import ConnectionUsers
+from service.connections.service import ConnectionUsers, network_policy
 from service.cost import service as cost
 from service.cost.router import router as cost_router
 from service.db import make_engine, migrate
 from service.errors import ServiceError, install_error_handlers
+from service.executions import events as execution_events
 from service.executions.cache import StatusCache, StatusRefresh
 from service.executions.fastpath import StatusFastPath
 from service.executions.router import router as executions_router
@@ -29,6 +32,10 @@ from service.lineage.ingest import EventWriter
 from service.lineage.ingest_router import LineageFastPath
 from service.lineage.ingest_router import router as lineage_ingest_router
 from service.lineage.router import router as lineage_router
+from service.monitoring import delivery as alert_delivery
+from service.monitoring import service as alerts
+from service.monitoring.metrics_router import router as metrics_router
+from service.monitoring.router import router as alerts_router
 from service.observability import Metrics, RequestMetrics
 from service.openapi import install_openapi
 from service.pipelines import dagfile
@@ -43,6 +50,7 @@ from service.templates import service as templates
 from service.templates.router import provenance_router as template_provenance_router
 from service.templates.router import router as templates_router
 from service.workers import make_workers
+from service.workflows.router import router as workflows_router
 
 log = logging.getLogger("service")
 
@@ -64,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.background_tasks:
                 w.stop()
         app.state.lineage_writer.stop()
+        app.state.alert_deliverer.close()
         app.state.lineage_forwarder.close()
         app.state.airflow.close()
         app.state.engine.dispose()
@@ -93,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     app.add_middleware(StatusFastPath)
     app.add_middleware(LineageFastPath)  # POST /api/v1/lineage, Airflow's OpenLineage events
+    app.add_middleware(RequestId)  # X-Request-ID on every answer (the fast paths' too), audit entries carry it
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)  # last: outermost, the fast paths counted too
     _include_routers(app)
     _install_health(app, settings)
@@ -162,6 +172,26 @@ def _install_state(app: FastAPI, settings: Settings) -> None:
     app.state.status_cache = StatusCache()  # this process's status bodies (service.executions.fastpath too)
     app.state.status_refresh = StatusRefresh(app.state.sessions)
     app.state.metrics = Metrics(app.state)  # GET /metrics: this app's own registry
+    _install_alert_delivery(app, settings)
+
+
+def _install_alert_delivery(app: FastAPI, settings: Settings) -> None:
+    """The sender of alert webhooks (the `alert-deliveries` worker), woken after each commit that queued one."""
+    app.state.alert_deliverer = alert_delivery.Deliverer(
+        app.state.sessions,
+        app.state.vault,
+        app.state.metrics,
+        policy=network_policy(settings),
+        timeout_seconds=settings.alert_delivery_timeout_seconds,
+        max_attempts=settings.alert_delivery_max_attempts,
+    )
+
+    def wake() -> None:
+        for w in app.state.workers:
+            if w.name == "alert-deliveries":
+                w.wake.set()
+
+    alert_delivery.register_waker(app.state.engine, wake)
 
 
 def _link_features(app: FastAPI) -> None:
@@ -173,6 +203,8 @@ def _link_features(app: FastAPI) -> None:
     app.state.connection_users = connection_users
     # Executing checks the monthly budgets (cost builds on executions).
     app.state.budget_check = cost.budget_check(app.state.settings)
+    # Alerts about runs are raised and resolved in the transaction that stores a finished status.
+    execution_events.on_finished(alerts.on_execution_finished)
 
 
 def _include_routers(app: FastAPI) -> None:
@@ -187,5 +219,9 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(templates_router)  # /v1/pipelines/templates/...: before /{pipeline_id}
     app.include_router(template_provenance_router)
     app.include_router(lineage_router)  # /v1/pipelines/{id}/lineage, /v1/lineage/datasets
+    app.include_router(alerts_router)  # /v1/pipelines/monitoring/alerts|webhooks: before /{pipeline_id}
+    app.include_router(metrics_router)  # GET /v1/pipelines/monitoring/metrics: before /{pipeline_id}
+    app.include_router(workflows_router)  # /v1/pipelines/workflows/...: before /{pipeline_id}
     app.include_router(pipelines_router)
     app.include_router(airflow_management_router)
+    app.include_router(audit_router)  # GET /v1/audit-logs

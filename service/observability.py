@@ -6,7 +6,7 @@ What is measured, and where:
 - executions by status and the depth of each outbox, read from the database when Prometheus scrapes
   (`DatabaseCollector`: one GROUP BY and four COUNTs, nothing kept in memory between scrapes);
 - calls to Airflow's REST API (service/airflow/client.py `CallMetrics`, read from the app's client at scrape);
-- alert deliveries (issue 14 item 2 increments them; zero until then).
+- alert deliveries, by outcome (service/monitoring/delivery.py increments them).
 
 Labels never carry a tenant, a pipeline or an execution id: a route is its template
 (`/v1/pipelines/{pipeline_id}`), a path that matches no route is `unmatched`. Each app has its own registry

@@ -24,9 +24,12 @@ from service.executions.cache import StatusRefresh
 from service.executions.models import Execution
 from service.executions.sync import refresh, refresh_active
 from service.lineage.forwarding import Forwarder
+from service.monitoring.delivery import Deliverer
+from service.monitoring.service import conditions_step
 from service.pipelines.publisher import Publisher
 from service.schedules.imports import import_scheduled_runs
 from service.secrets import SecretsBackend, Vault
+from service.workflows.service import deliver_pending as deliver_approvals
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,12 @@ def connections_step(
         sync_pending(s, airflow, vault, secrets)
 
 
+def approvals_step(sessions: sessionmaker[Session], airflow: AirflowClient) -> None:
+    """Decided approval gates whose answer Airflow refused or was not ready for (service.workflows)."""
+    with session_scope(sessions) as s:
+        deliver_approvals(s, airflow)
+
+
 def make_workers(state: State, interval: float) -> list[Worker]:
     """The loops of one process, over what service.main installed on app.state."""
     publisher: Publisher = state.publisher
@@ -143,15 +152,28 @@ def make_workers(state: State, interval: float) -> list[Worker]:
     airflow: AirflowClient = state.airflow
     status: StatusRefresh = state.status_refresh
     forwarder: Forwarder = state.lineage_forwarder
+    deliverer: Deliverer = state.alert_deliverer
     return [
         Worker("connections", lambda: connections_step(sessions, airflow, state.vault, state.secrets), interval),
         Worker("publisher", publisher.run_pending, interval),
         Worker("dispatcher", lambda: dispatch_step(sessions, airflow), interval),
         # The same batch as status reads run (and share with them: one at a time per process).
-        Worker("reconciler", lambda: status.refresh_active(airflow), max(interval, 5.0)),
+        # Every PIPELINE_RECONCILE_INTERVAL_SECONDS (1 s): a tick without unfinished runs is one SELECT; with
+        # some, one Airflow call for all of them. A failed run is seen (and alerted on) within about a second.
+        Worker("reconciler", lambda: status.refresh_active(airflow), state.settings.reconcile_interval_seconds),
         Worker("cleared-runs", ClearedRunsWatch(sessions, airflow).step, max(interval, 10.0)),
         # Accepted OpenLineage events to PIPELINE_OPENLINEAGE_FORWARD_URL (idle when unset); woken per event.
         Worker("lineage-forwarder", forwarder.step, interval),
         # The cost of finished runs, stored once their late OpenLineage events are in (month sums read it).
         Worker("cost", lambda: settle_step(sessions, state.settings.cost_rate_card), max(interval, 10.0)),
+        # Alert webhooks from the durable queue; woken after each commit that queued a delivery.
+        Worker("alert-deliveries", deliverer.step, interval),
+        # SLA and budget alert conditions.
+        Worker(
+            "alert-conditions",
+            lambda: conditions_step(sessions, state.settings.cost_rate_card),
+            state.settings.alert_check_interval_seconds,
+        ),
+        # Approval decisions to Airflow's human-in-the-loop tasks when the request could not hand them over.
+        Worker("approvals", lambda: approvals_step(sessions, airflow), max(interval, 2.0)),
     ]

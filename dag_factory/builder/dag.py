@@ -24,6 +24,7 @@ from dag_factory.builder.io import Conn, object_sink_task, object_source_task
 from dag_factory.builder.sql import select_sql
 from dag_factory.exceptions import DefinitionError
 from dag_factory.operators import (
+    ApprovalGateOperator,
     CleanupStagingOperator,
     LoadTableOperator,
     PrepareStagingOperator,
@@ -52,6 +53,7 @@ from dag_factory.spec.models import (
 from dag_factory.spec.task_ids import (
     STAGING_SETUP_TASK_ID,
     TEARDOWN_TASK_ID,
+    approval_task,
     quality_task,
     sink_task,
     source_task,
@@ -400,6 +402,7 @@ def _pipeline_tasks(
         _sink_tasks(definition, conn, staging, tasks, common, assets)
     _wire(definition, tasks, prepare)
     checks = _quality_tasks(definition, conn, staging, tasks, common)
+    _approval_tasks(definition, tasks, prepare, common)
     # Incremental sources: their marks are saved only once every sink and check has passed.
     commit = watermark_task(definition, staging, common)
     if commit is not None:
@@ -413,6 +416,33 @@ def _pipeline_tasks(
     )
     cleanup.set_upstream([*(tasks[("sink", n)] for n in definition.sinks), *checks])
     cleanup.as_teardown(setups=prepare)
+
+
+def _approval_tasks(definition: PipelineDefinition, tasks: Tasks, prepare: Any, common: dict[str, Any]) -> None:
+    """Each gate waits for everything its targets wait for, and they wait for it. A rejection fails the gate
+    task: its targets end upstream_failed and the run failed; the staging teardown still runs."""
+    # A human's answer is not retried, and the wait is bounded by the gate's own expiry, not the step timeout.
+    args = {k: v for k, v in common.items() if k != "execution_timeout"} | {"retries": 0}
+    with _group("approvals", "human approval gates, answered through the pipeline service", len(definition.approvals)):
+        for gate in definition.approvals:
+            targets = [tasks[("sink", n) if n in definition.sinks else ("dataset", n)] for n in gate.before]
+            upstream = {t.task_id: t for target in targets for t in target.upstream_list}
+            expires = timedelta(seconds=gate.expires_after_seconds) if gate.expires_after_seconds else None
+            task = ApprovalGateOperator(
+                task_id=approval_task(gate.name),
+                gate=gate.name,
+                approver_roles=list(gate.approver_roles),
+                quorum=gate.quorum,
+                before=gate.before,
+                expires_after=expires,
+                on_expiry=gate.on_expiry,
+                doc_md=f"Approval gate `{gate.name}`: waits for {gate.quorum} approval(s) "
+                f"({', '.join(gate.approver_roles)}) before {', '.join(f'`{b}`' for b in gate.before)}.",
+                **args,
+            )
+            task.set_upstream(list(upstream.values()) or [prepare])
+            for target in targets:
+                target.set_upstream(task)
 
 
 def load_pipeline_dag(config_json: str) -> DAG:

@@ -3,6 +3,7 @@
 Each run works in its own staging schema, `staging_schema(run_id, dag_id)`, of the staging database.
 """
 
+from dag_factory.operators.approval import ApprovalGateOperator
 from dag_factory.operators.extract import ExtractOperator, PlanPartitionsOperator, UnionPartitionsOperator
 from dag_factory.operators.load import LoadTableOperator
 from dag_factory.operators.objects import StageHttpOperator, StageObjectsOperator, WriteObjectsOperator
@@ -22,6 +23,7 @@ from dag_factory.spec.task_ids import WATERMARK_TASK_ID
 
 __all__ = [
     "WATERMARK_TASK_ID",
+    "ApprovalGateOperator",
     "CommitWatermarksOperator",
     "ExtractOperator",
     "PlanPartitionsOperator",

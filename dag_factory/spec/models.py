@@ -587,6 +587,47 @@ class DataSchedule(_Strict):
         return value
 
 
+# The options of an approval gate's human-in-the-loop task: the service answers with one of them.
+GATE_APPROVE, GATE_REJECT = "Approve", "Reject"
+# Who may answer an approval gate: the service's roles (service.auth).
+ApproverRole = Literal["admin", "editor", "viewer"]
+
+
+def _admins() -> list[ApproverRole]:
+    return ["admin"]
+
+
+GateName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+MAX_GATE_SECONDS = 30 * 86_400
+
+
+class ApprovalGate(_Strict):
+    """A human approval before the named sinks or transformations: an Airflow human-in-the-loop task that runs
+    once everything those steps depend on has run, and before them. `quorum` distinct approvers must approve;
+    one rejection decides at once and fails the run with its reason. Without an answer within
+    `expiresAfterSeconds` the gate decides as `onExpiry` says (reject fails the run)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: GateName
+    before: list[DatasetName] = Field(min_length=1, description="sinks or transformations the gate holds back")
+    approver_roles: list[ApproverRole] = Field(
+        default_factory=_admins, alias="approverRoles", min_length=1, description="who may answer"
+    )
+    quorum: int = Field(default=1, ge=1, le=20, description="distinct approvals needed")
+    expires_after_seconds: int | None = Field(
+        default=None, alias="expiresAfterSeconds", ge=1, le=MAX_GATE_SECONDS, description="none: waits for an answer"
+    )
+    on_expiry: Literal["reject", "approve"] = Field(default="reject", alias="onExpiry")
+
+    @field_validator("before", "approver_roles")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each name once")
+        return value
+
+
 class PipelineDefinition(_Strict):
     parameters: dict[ColumnName, ParameterSpec] = Field(default_factory=dict)
     sources: dict[DatasetName, Source] = Field(min_length=1)
@@ -595,6 +636,9 @@ class PipelineDefinition(_Strict):
     quality_checks: list[QualityCheck] = Field(default_factory=list)
     orchestration: Orchestration = Field(default_factory=Orchestration)
     schedule: DataSchedule | None = Field(default=None, description="data-triggered runs (besides cron schedules)")
+    approvals: list[ApprovalGate] = Field(
+        default_factory=list, max_length=20, description="human approval gates before sinks or transformations"
+    )
 
     def connection_names(self) -> list[str]:
         return sorted(connection_names_of(self.model_dump(include={"sources", "sinks", "orchestration"})))

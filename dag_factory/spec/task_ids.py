@@ -15,6 +15,7 @@ SOURCES_PREFIX = "sources."
 TRANSFORMATIONS_PREFIX = "transformations."
 SINKS_PREFIX = "sinks."
 QUALITY_PREFIX = "quality."  # the great-expectations checks: one task per checked dataset
+APPROVAL_PREFIX = "approvals."  # human approval gates (Airflow HITL tasks): one task per gate
 
 
 def source_task(name: str) -> str:
@@ -45,3 +46,12 @@ def quality_task(dataset: str) -> str:
 def quality_dataset(task_id: str) -> str:
     """The dataset a quality task checks: `quality.orders` -> `orders`."""
     return task_id.removeprefix(QUALITY_PREFIX)
+
+
+def approval_task(gate: str) -> str:
+    return APPROVAL_PREFIX + gate
+
+
+def approval_gate(task_id: str) -> str | None:
+    """The gate an approval task waits on: `approvals.review` -> `review`; None for any other task."""
+    return task_id.removeprefix(APPROVAL_PREFIX) if task_id.startswith(APPROVAL_PREFIX) else None

@@ -364,6 +364,7 @@ def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
         if sink.input not in known:
             errors.append({"path": f"sinks.{name}.input", "message": _unknown(sink.input, known)})
     errors += _dependency_errors(d)
+    errors += _approval_errors(d)
     expectations = known_expectations()
     for i, check in enumerate(d.quality_checks):
         if check.dataset not in d.sinks and check.dataset not in known:
@@ -377,6 +378,22 @@ def _reference_errors(d: PipelineDefinition, check_sql: bool) -> Errors:
     for pname, p in d.parameters.items():
         if p.default is not None:
             errors += [{"path": f"parameters.{pname}.default", "message": m} for m in param_errors(p, p.default)]
+    return errors
+
+
+def _approval_errors(d: PipelineDefinition) -> Errors:
+    """Gates hold back sinks or transformations (a source reads nothing to approve); names are unique."""
+    errors: Errors = []
+    targets = set(d.sinks) | {t.name for t in d.transformations}
+    seen: set[str] = set()
+    for i, gate in enumerate(d.approvals):
+        if gate.name in seen:
+            errors.append({"path": f"approvals[{i}].name", "message": f"duplicate gate name '{gate.name}'"})
+        seen.add(gate.name)
+        for j, name in enumerate(gate.before):
+            if name not in targets:
+                message = _unknown(name, targets, "sink or transformation")
+                errors.append({"path": f"approvals[{i}].before[{j}]", "message": message})
     return errors
 
 

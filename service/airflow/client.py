@@ -24,6 +24,7 @@ from service.airflow.models import (
     DagList,
     DagRun,
     DagRunList,
+    HitlDetail,
     ImportErrorList,
     LogEvent,
     TaskInstance,
@@ -71,7 +72,7 @@ _IDENTIFIED = {
     "connections": "{connection_id}",
     "parseDagFile": "{file_token}",
 }
-_FIXED = frozenset({*_IDENTIFIED, "details", "clearTaskInstances", "importErrors", "~"})
+_FIXED = frozenset({*_IDENTIFIED, "details", "clearTaskInstances", "importErrors", "hitlDetails", "~"})
 
 
 def endpoint_template(path: str) -> str:
@@ -327,6 +328,24 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         path = f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances"
         return self._call(TaskInstanceList, "GET", path, params={"limit": 1000}).task_instances
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> TaskInstance:
+        path = f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}"
+        return self._call(TaskInstance, "GET", path)
+
+    def _hitl_path(self, dag_id: str, run_id: str, task_id: str) -> str:
+        return f"/dags/{_seg(dag_id)}/dagRuns/{_seg(run_id)}/taskInstances/{_seg(task_id)}/-1/hitlDetails"
+
+    def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> HitlDetail:
+        """A human-in-the-loop task's question and answer (404 until the task has asked)."""
+        return self._call(HitlDetail, "GET", self._hitl_path(dag_id, run_id, task_id))
+
+    def answer_hitl(
+        self, dag_id: str, run_id: str, task_id: str, chosen_options: list[str], params_input: dict[str, Any]
+    ) -> None:
+        """Answer a waiting human-in-the-loop task (Airflow resumes it). 409: it has an answer already."""
+        body = {"chosen_options": chosen_options, "params_input": params_input}
+        self.request("PATCH", self._hitl_path(dag_id, run_id, task_id), json=body)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[LogEvent]:
         data = self._json(

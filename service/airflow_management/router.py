@@ -14,6 +14,7 @@ from service.airflow_management.schemas import (
     TriggerIn,
 )
 from service.auth import CurrentPrincipal
+from service.db import DbSession
 from service.deps import Airflow
 from service.schemas import Page, PageNumber, PageSize
 
@@ -63,15 +64,17 @@ def task_logs(
 
 
 @router.post("/dags/{dag_id}/trigger", status_code=201, response_model=DagRunOut, response_model_by_alias=True)
-def trigger(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow, body: TriggerIn | None = None) -> DagRunOut:
-    return service.trigger(airflow, principal.tenant_id, dag_id, body or TriggerIn(), principal.subject)
+def trigger(
+    dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow, session: DbSession, body: TriggerIn | None = None
+) -> DagRunOut:
+    return service.trigger(session, airflow, principal, dag_id, body or TriggerIn())
 
 
 @router.post("/dags/{dag_id}/pause", response_model=DagOut, response_model_by_alias=True)
-def pause(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
-    return service.set_paused(airflow, principal.tenant_id, dag_id, True)
+def pause(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow, session: DbSession) -> DagOut:
+    return service.set_paused(session, airflow, principal, dag_id, True)
 
 
 @router.post("/dags/{dag_id}/unpause", response_model=DagOut, response_model_by_alias=True)
-def unpause(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow) -> DagOut:
-    return service.set_paused(airflow, principal.tenant_id, dag_id, False)
+def unpause(dag_id: DagId, principal: CurrentPrincipal, airflow: Airflow, session: DbSession) -> DagOut:
+    return service.set_paused(session, airflow, principal, dag_id, False)

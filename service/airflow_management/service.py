@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
 from service.airflow.client import AirflowClient
 from service.airflow.models import Dag, DagRun
 from service.airflow_management.schemas import (
@@ -17,6 +19,8 @@ from service.airflow_management.schemas import (
     TaskLogsOut,
     TriggerIn,
 )
+from service.audit.service import record
+from service.auth import Principal
 from service.errors import NotFound
 from service.executions.logtext import readable, render_event
 from service.schemas import Page
@@ -88,14 +92,20 @@ def task_logs(
     return TaskLogsOut(dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=attempt, lines=rendered[-lines:])
 
 
-def trigger(airflow: AirflowClient, tenant_id: str, dag_id: str, body: TriggerIn, subject: str) -> DagRunOut:
-    _own(tenant_id, dag_id)
+def trigger(session: Session, airflow: AirflowClient, principal: Principal, dag_id: str, body: TriggerIn) -> DagRunOut:
+    """Trigger a DAG run directly in Airflow (no execution is stored); recorded in the audit log once Airflow
+    has accepted it."""
+    _own(principal.tenant_id, dag_id)
     airflow.get_dag(dag_id)
     run_id = f"api__{datetime.now().strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
-    note = body.note or f"triggered through pipeline-service by {subject}"
-    return _run_out(airflow.trigger(dag_id, run_id, body.conf, note=note))
+    note = body.note or f"triggered through pipeline-service by {principal.subject}"
+    out = _run_out(airflow.trigger(dag_id, run_id, body.conf, note=note))
+    record(session, principal, "trigger", "airflow_dag", dag_id, details={"runId": out.run_id, "conf": body.conf})
+    return out
 
 
-def set_paused(airflow: AirflowClient, tenant_id: str, dag_id: str, paused: bool) -> DagOut:
-    _own(tenant_id, dag_id)
-    return _dag_out(airflow.set_paused(dag_id, paused))
+def set_paused(session: Session, airflow: AirflowClient, principal: Principal, dag_id: str, paused: bool) -> DagOut:
+    _own(principal.tenant_id, dag_id)
+    out = _dag_out(airflow.set_paused(dag_id, paused))
+    record(session, principal, "pause" if paused else "unpause", "airflow_dag", dag_id)
+    return out

@@ -1,5 +1,5 @@
 """The audit log: one row per change made through the API, written in the change's own transaction.
-Append-only: on PostgreSQL a trigger refuses UPDATE and DELETE (migration 0010)."""
+Append-only: triggers refuse UPDATE, DELETE (and on PostgreSQL TRUNCATE) (migration 0010)."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def test_connection(
     policy: Policy,
 ) -> ConnectionTestOut:
     timeout = request.app.state.settings.connection_test_timeout_seconds
-    return service.check(session, principal.tenant_id, connection_id, vault, secrets, timeout, policy)
+    return service.check(session, principal.tenant_id, connection_id, vault, secrets, timeout, policy, principal)
 
 
 @router.delete("/{connection_id}", status_code=204)

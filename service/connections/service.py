@@ -25,6 +25,7 @@ from connections.types import SQL_TYPES, is_sqlite
 from dag_factory.spec.datasets import Endpoint
 from service import naming
 from service.airflow.client import AirflowClient, AirflowRejected
+from service.audit.service import record
 from service.auth import Principal
 from service.connections import repository
 from service.connections.models import Connection
@@ -245,6 +246,7 @@ def create(
     session.flush()
     # Airflow last: if it refuses, the request's transaction rolls back and nothing is half-stored.
     materialise(session, airflow, conn, creds, vault)
+    record(session, principal, "create", "connection", conn.id, after=audit_view(conn))
     return conn
 
 
@@ -264,6 +266,7 @@ def update(
 
     The Airflow connection keeps its id, so DAGs pick up the change at their next run, unchanged."""
     conn = get_or_404(session, principal.tenant_id, connection_id)
+    before = audit_view(conn)
     if body.name != conn.name:
         message = f"a connection cannot be renamed (pipelines refer to '{conn.name}' by name): create a new one"
         raise ValidationFailed(message, details=[{"path": "name", "message": message}])
@@ -287,7 +290,26 @@ def update(
     _apply(conn, spec, vault)
     session.flush()
     materialise(session, airflow, conn, creds, vault)
+    # New credentials leave no other trace in before/after (they are not in it): say that they were replaced.
+    replaced = {"credentialsReplaced": body.credentials is not None or bool(body.credential_secret_ref)}
+    record(session, principal, "update", "connection", conn.id, before=before, after=audit_view(conn), details=replaced)
     return conn
+
+
+def audit_view(conn: Connection) -> dict[str, Any]:
+    """What the audit log keeps of a connection: its non-secret fields only. No credentials (not even the inline
+    username), no header values (masked, as the API shows them), the secret reference's name but never what it
+    resolves to."""
+    return {
+        "name": conn.name,
+        "type": conn.type,
+        "host": conn.host,
+        "port": conn.port,
+        "database": conn.database,
+        "credentialSecretRef": conn.credential_secret_ref,
+        "inlineCredentials": conn.credentials_encrypted is not None,
+        "properties": _masked(conn.properties),
+    }
 
 
 def put_body(conn: Connection) -> dict[str, Any]:
@@ -347,8 +369,10 @@ def delete(
         raise Conflict(
             f"connection '{conn.name}' is used by pipeline(s): {', '.join(in_use)}", details={"pipelines": in_use}
         )
+    before = audit_view(conn)
     session.delete(conn)
     session.flush()
+    record(session, principal, "delete", "connection", conn.id, before=before)
     airflow.delete_connection(conn.airflow_conn_id)
 
 
@@ -360,9 +384,21 @@ def check(
     secrets: SecretsBackend,
     timeout: float,
     policy: NetworkPolicy | None = None,
+    principal: Principal | None = None,
 ) -> ConnectionTestOut:
-    """The staged test with the stored secret (never a masked value). Failing is a result, not an error."""
+    """The staged test with the stored secret (never a masked value). Failing is a result, not an error; with
+    `principal` (a request's), the test and its outcome (not its messages) are recorded in the audit log."""
     conn = get_or_404(session, tenant_id, connection_id)
+    out = _check(conn, vault, secrets, timeout, policy)
+    if principal is not None:
+        outcome = {"connected": out.connected, "failedStage": out.failed_stage, "latencyMs": out.latency_ms}
+        record(session, principal, "test", "connection", conn.id, details=outcome)
+    return out
+
+
+def _check(
+    conn: Connection, vault: Vault, secrets: SecretsBackend, timeout: float, policy: NetworkPolicy | None
+) -> ConnectionTestOut:
     t0 = time.monotonic()
     if conn.credential_secret_ref:
         label = secrets.where(conn.tenant_id, conn.credential_secret_ref)

@@ -70,7 +70,7 @@ def put_pipeline_budget(
 ) -> BudgetOut:
     """The pipeline's monthly budget (editor or admin); `{"monthlyUsd": null}` removes it."""
     pipeline = pipelines.get_or_404(session, principal.tenant_id, pipeline_id)
-    service.set_budget(session, principal.tenant_id, pipeline.id, body.monthly_usd, principal.subject)
+    service.set_budget(session, principal, pipeline.id, body.monthly_usd)
     return service.budget_out(session, principal.tenant_id, pipeline.id, _rates(request))
 
 
@@ -82,5 +82,5 @@ def get_tenant_budget(principal: CurrentPrincipal, session: DbSession, request: 
 @router.put("/v1/cost/budget", response_model=BudgetOut, response_model_by_alias=True)
 def put_tenant_budget(body: BudgetIn, principal: CurrentPrincipal, session: DbSession, request: Request) -> BudgetOut:
     """The tenant's monthly budget over all its pipelines (editor or admin); `{"monthlyUsd": null}` removes it."""
-    service.set_budget(session, principal.tenant_id, None, body.monthly_usd, principal.subject)
+    service.set_budget(session, principal, None, body.monthly_usd)
     return service.budget_out(session, principal.tenant_id, None, _rates(request))

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.audit.service import record
+from service.auth import Principal
 from service.config import RateCard, Settings
 from service.cost import repository
 from service.cost.models import Budget, budget_key
@@ -410,11 +412,12 @@ def budget_out(session: Session, tenant_id: str, pipeline_id: str | None, rates:
     )
 
 
-def set_budget(
-    session: Session, tenant_id: str, pipeline_id: str | None, monthly_usd: float | None, subject: str
-) -> None:
-    """Store (or with None remove) the monthly budget of the tenant or of one of its pipelines."""
+def set_budget(session: Session, principal: Principal, pipeline_id: str | None, monthly_usd: float | None) -> None:
+    """Store (or with None remove) the monthly budget of the tenant or of one of its pipelines; recorded in the
+    audit log as `set` on resource `budget` `<pipelineId>` or `tenant`, `after.monthlyUsd` null when removed."""
+    tenant_id, subject = principal.tenant_id, principal.subject
     budget = repository.budget(session, tenant_id, pipeline_id)
+    before = {"monthlyUsd": budget.monthly_usd if budget is not None else None}
     if monthly_usd is None:
         if budget is not None:
             session.delete(budget)
@@ -431,6 +434,8 @@ def set_budget(
     else:
         budget.monthly_usd, budget.updated_by = monthly_usd, subject
     session.flush()
+    after = {"monthlyUsd": monthly_usd}
+    record(session, principal, "set", "budget", pipeline_id or "tenant", before=before, after=after)
 
 
 def check_budgets(session: Session, pipeline: Pipeline, rates: RateCard) -> None:

@@ -18,6 +18,11 @@ DONE_TASK_STATES = frozenset({"success", "skipped", "failed", "upstream_failed",
 
 class Execution(Base):
     __tablename__ = "executions"
+    # The monitoring metrics' windows (service/monitoring/metrics_repository.py): a tenant's, a pipeline's.
+    __table_args__ = (
+        Index("ix_executions_tenant_submitted", "tenant_id", "submitted_at"),
+        Index("ix_executions_tenant_pipeline_submitted", "tenant_id", "pipeline_id", "submitted_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # also the Airflow dag_run_id
     tenant_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -66,7 +71,10 @@ class ExecutionTask(Base):
     finish, replaced if it is re-run): what the monitoring report sums in SQL (bottlenecks, failures by task)."""
 
     __tablename__ = "execution_tasks"
-    __table_args__ = (Index("ix_execution_tasks_pipeline", "tenant_id", "pipeline_id"),)
+    __table_args__ = (
+        Index("ix_execution_tasks_pipeline", "tenant_id", "pipeline_id"),
+        Index("ix_execution_tasks_tenant_started", "tenant_id", "started_at"),  # the monitoring report's windows
+    )
 
     execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(250), primary_key=True)

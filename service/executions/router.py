@@ -117,7 +117,7 @@ def cancel_execution(
 ) -> ExecutionOut:
     ex = repository.get_or_404(session, principal.tenant_id, execution_id)
     refresh(ex, airflow)
-    service.cancel(ex, airflow)
+    service.cancel(ex, airflow, principal)
     request.app.state.status_cache.drop((principal.tenant_id, ex.id))
     return to_out(ex)
 
@@ -131,7 +131,7 @@ def retry_execution(
         refresh(ex, airflow, reopen=True)  # it may have been re-run in Airflow already
     except AirflowUnavailable:
         pass
-    service.retry(session, ex, airflow)
+    service.retry(session, ex, airflow, principal)
     request.app.state.status_cache.drop((principal.tenant_id, ex.id))
     run_after_commit(session, request.app.state.wake_workers)
     return to_out(ex)

@@ -102,6 +102,9 @@ class ExecutionOut(ApiModel):
     budget_override: bool = Field(
         False, description="an admin executed it with overrideBudget: true (past a reached monthly budget)"
     )
+    waiting_for: str | None = Field(
+        None, description="the approval gate the run waits on (status RUNNING meanwhile); null when none"
+    )
 
 
 class LogsOut(ApiModel):

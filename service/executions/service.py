@@ -22,6 +22,7 @@ from dag_factory.spec.task_ids import (
 )
 from service.airflow.client import AirflowClient, AirflowConflict, AirflowNotFound
 from service.airflow.models import TaskInstance
+from service.audit.service import record
 from service.auth import Principal
 from service.connections import repository as connection_repo
 from service.db import utcnow
@@ -90,6 +91,14 @@ def execute(
     )
     session.add(ex)
     session.flush()
+    details: dict[str, Any] = {
+        "pipelineId": pipeline.id,
+        "pipelineRevision": pipeline.revision,
+        "priority": body.priority,
+    }
+    if body.override_budget:
+        details["overrideBudget"] = True
+    record(session, principal, "execute", "execution", ex.id, details={**details, "parameters": parameters})
     return ex
 
 
@@ -149,14 +158,19 @@ def submit(ex: Execution, airflow: AirflowClient) -> None:
     ex.last_submit_error = None
 
 
-def cancel(ex: Execution, airflow: AirflowClient) -> None:
+def cancel(ex: Execution, airflow: AirflowClient, principal: Principal | None = None) -> None:
+    """Cancel in Airflow and here; with `principal` (a request's), recorded in the audit log."""
     if ex.status in TERMINAL:
         raise Conflict(f"execution '{ex.id}' is already {ex.status} and cannot be cancelled")
     if ex.submitted:
         _fail_unfinished_tasks(ex, airflow)
     previous, ex.status, ex.finished_at = ex.status, CANCELLED, utcnow()
     ex.error_message = "cancelled by request"
-    events.finished(Session.object_session(ex), ex, previous)
+    session = Session.object_session(ex)
+    events.finished(session, ex, previous)
+    if principal is not None and session is not None:
+        details = {"pipelineId": ex.pipeline_id, "previousStatus": previous}
+        record(session, principal, "cancel", "execution", ex.id, details=details)
 
 
 def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
@@ -181,7 +195,7 @@ def _fail_unfinished_tasks(ex: Execution, airflow: AirflowClient) -> None:
 _STAGING_GROUPS = (STAGING_SETUP_TASK_ID, SOURCES_PREFIX, TRANSFORMATIONS_PREFIX)
 
 
-def retry(session: Session, ex: Execution, airflow: AirflowClient) -> None:
+def retry(session: Session, ex: Execution, airflow: AirflowClient, principal: Principal | None = None) -> None:
     """Re-run the failed tasks of a FAILED execution in the same Airflow run (Airflow's clear).
 
     The teardown dropped the run's staging schema, so when a failed task reads staged data (anything but a
@@ -201,6 +215,9 @@ def retry(session: Session, ex: Execution, airflow: AirflowClient) -> None:
     airflow.clear_tasks(ex.dag_id, ex.id, task_ids)
     ex.status, ex.finished_at, ex.error_message, ex.quality_results = QUEUED, None, None, None
     ex.progress = {**(ex.progress or {}), "refreshedAt": None, "retries": (ex.progress or {}).get("retries", 0) + 1}
+    if principal is not None:
+        details = {"pipelineId": ex.pipeline_id, "tasks": task_ids, "retries": ex.progress["retries"]}
+        record(session, principal, "retry", "execution", ex.id, details=details)
 
 
 def table_check_tasks(definition: dict[str, Any]) -> set[str]:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from dag_factory.spec.task_ids import QUALITY_PREFIX, quality_dataset
+from dag_factory.spec.task_ids import QUALITY_PREFIX, approval_gate, quality_dataset
 from service.airflow.client import AirflowClient, AirflowNotFound
 from service.airflow.models import DagRun, TaskInstance
 from service.db import utcnow
@@ -262,4 +262,20 @@ def to_out(ex: Execution) -> ExecutionOut:
         estimated_duration_ms=snapshot.get("estimatedDurationMs"),
         quality_results=[QualityResultOut.model_validate(r) for r in ex.quality_results or []],
         budget_override=bool(ex.budget_override),
+        waiting_for=waiting_for(ex),
     )
+
+
+# Airflow's states of a human-in-the-loop task that waits for its answer (3.3: awaiting_input; before: deferred).
+WAITING_TASK_STATES = frozenset({"awaiting_input", "deferred"})
+
+
+def waiting_for(ex: Execution) -> str | None:
+    """The approval gate the unfinished run waits on, as its last refresh saw the task instances."""
+    if ex.status in TERMINAL:
+        return None
+    for task in (ex.progress or {}).get("tasks", []):
+        gate = approval_gate(str(task.get("task_id") or ""))
+        if gate is not None and task.get("state") in WAITING_TASK_STATES:
+            return gate
+    return None

@@ -117,10 +117,7 @@ def patch_pipeline(
 
 @router.delete("/{pipeline_id}", status_code=204)
 def delete_pipeline(pipeline_id: str, principal: CurrentPrincipal, session: DbSession, request: Request) -> Response:
-    pipeline = service.get_or_404(session, principal.tenant_id, pipeline_id)
-    dag_id = pipeline.dag_id
-    session.delete(pipeline)
-    session.flush()
+    dag_id = service.delete(session, principal, pipeline_id).dag_id
     # The DAG file goes only once the row is really gone.
     run_after_commit(session, lambda: request.app.state.publisher.remove(dag_id))
     return Response(status_code=204)

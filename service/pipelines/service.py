@@ -12,6 +12,7 @@ from dag_factory.exceptions import DefinitionError
 from dag_factory.spec import PipelineDefinition, validate_definition
 from dag_factory.spec.models import CONNECTION_TYPES_BY_STEP, connection_names_of
 from service import naming
+from service.audit.service import record
 from service.auth import Principal
 from service.connections import repository as connection_repo
 from service.errors import Conflict, NotFound, ValidationFailed
@@ -166,6 +167,7 @@ def create(session: Session, principal: Principal, body: PipelineIn) -> Pipeline
     _add_version(pipeline, body, 1, principal.subject)
     session.add(pipeline)
     session.flush()
+    record(session, principal, "create", "pipeline", pipeline.id, after=audit_view(pipeline, body.definition))
     return pipeline
 
 
@@ -181,6 +183,7 @@ def update(
     validate(session, principal.tenant_id, body.definition, pipeline_id=pipeline.id)
     if pipeline.template_id:
         templates.check_controls(session, pipeline, body.definition)  # compliance controls cannot be edited away
+    before = audit_view(pipeline, repository.current_version(session, pipeline).definition)
     pipeline.revision += 1
     _add_version(pipeline, body, pipeline.revision, principal.subject)
     pipeline.version = body.version
@@ -189,7 +192,31 @@ def update(
     pipeline.status = CREATED
     pipeline.status_detail = None
     session.flush()
+    after = audit_view(pipeline, body.definition)
+    record(session, principal, "update", "pipeline", pipeline.id, before=before, after=after)
     return pipeline
+
+
+def delete(session: Session, principal: Principal, pipeline_id: str) -> Pipeline:
+    """Remove the pipeline with its versions (and executions); the caller removes its DAG file after commit."""
+    pipeline = get_or_404(session, principal.tenant_id, pipeline_id)
+    before = audit_view(pipeline, repository.current_version(session, pipeline).definition)
+    session.delete(pipeline)
+    session.flush()
+    record(session, principal, "delete", "pipeline", pipeline.id, before=before)
+    return pipeline
+
+
+def audit_view(pipeline: Pipeline, definition: dict[str, Any]) -> dict[str, Any]:
+    """What the audit log keeps of a pipeline's revision (a definition names its connections, holds no secret)."""
+    return {
+        "name": pipeline.name,
+        "revision": pipeline.revision,
+        "version": pipeline.version,
+        "description": pipeline.description,
+        "tags": list(pipeline.tags),
+        "definition": definition,
+    }
 
 
 def put_body(session: Session, pipeline: Pipeline) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from dag_factory.spec.schedule import (
     normalize_cron,
     timezone_error,
 )
+from service.audit.service import record
 from service.auth import Principal
 from service.db import utcnow
 from service.errors import NotFound, ValidationFailed
@@ -119,6 +120,7 @@ def create(session: Session, principal: Principal, body: ScheduleIn) -> Schedule
     session.add(schedule)
     _republish(pipeline)
     session.flush()
+    record(session, principal, "create", "schedule", schedule.id, after=put_body(schedule))
     return schedule
 
 
@@ -131,6 +133,7 @@ def update(session: Session, principal: Principal, schedule_id: str, body: Sched
         )
     pipeline = _pipeline(session, principal.tenant_id, schedule.pipeline_id)
     _validate(session, pipeline, body)
+    before = put_body(schedule)
     schedule.cron_expression = normalize_cron(body.cron_expression)
     schedule.timezone = body.timezone
     schedule.parameters = body.parameters
@@ -138,6 +141,10 @@ def update(session: Session, principal: Principal, schedule_id: str, body: Sched
     schedule.updated_at = utcnow()  # also the schedule's new start: no run for a time before the change
     _republish(pipeline)
     session.flush()
+    after = put_body(schedule)
+    # Switching it on or off is what the log is searched for; other fields changing along show in before/after.
+    action = "update" if before["enabled"] == after["enabled"] else "enable" if after["enabled"] else "disable"
+    record(session, principal, action, "schedule", schedule.id, before=before, after=after)
     return schedule
 
 
@@ -161,9 +168,11 @@ def patch(session: Session, principal: Principal, schedule_id: str, changes: dic
 def delete(session: Session, principal: Principal, schedule_id: str) -> None:
     schedule = get_or_404(session, principal.tenant_id, schedule_id)
     pipeline = _pipeline(session, principal.tenant_id, schedule.pipeline_id)
+    before = put_body(schedule)
     session.delete(schedule)
     _republish(pipeline)
     session.flush()
+    record(session, principal, "delete", "schedule", schedule_id, before=before)
 
 
 def trigger(
@@ -183,6 +192,8 @@ def trigger(
     )
     ex.schedule_id = schedule.schedule_id
     session.flush()
+    # One entry for the schedule (this one) and one for the execution it started (executions.execute's).
+    record(session, principal, "trigger", "schedule", schedule.schedule_id, details={"executionId": ex.id})
     return ex
 
 

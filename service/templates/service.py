@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.audit.service import record
 from service.auth import Principal
 from service.errors import Conflict, NotFound, ValidationFailed
 from service.pipelines import repository as pipeline_repo
@@ -131,16 +132,21 @@ def add_tenant_template(session: Session, principal: Principal, document: dict[s
         catalog.render(template, catalog.stand_in_values(template))
     except TemplateError as exc:
         raise _bad(exc) from None
+    document = template.model_dump(mode="json", by_alias=True, exclude_none=True)
     session.add(
         TenantTemplate(
             tenant_id=principal.tenant_id,
             template_id=template.id,
             version=template.version,
-            document=template.model_dump(mode="json", by_alias=True, exclude_none=True),
+            document=document,
             created_by=principal.subject,
         )
     )
     session.flush()
+    # A new version of an existing template is an update of it; the entry carries the version's document.
+    action = "update" if existing else "create"
+    before = {"version": max((r.version for r in existing), key=semver_key)} if existing else None
+    record(session, principal, action, "template", template.id, before=before, after=document)
     return template, "tenant"
 
 

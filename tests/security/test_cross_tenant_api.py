@@ -73,6 +73,12 @@ def _seed_tenant_a(svc: Service, a: Api) -> TenantA:
     assert schedule.status_code == 201, schedule.text
     template = a.post("/v1/pipelines/templates", json=_template("acme/stock_secret"))
     assert template.status_code == 201, template.text
+    hook = a.post(
+        "/v1/pipelines/monitoring/webhooks",
+        json={"name": "acme-hook", "url": "https://hooks.acme-7q.example.com/a", "secret": "acme-secret-0123456789"},
+    )
+    assert hook.status_code == 201, hook.text
+    alert_id = _raise_alert(svc, pipeline["pipelineId"], execution["executionId"])
     ids = {
         "connection_id": conns[0]["connectionId"],
         "pipeline_id": pipeline["pipelineId"],
@@ -83,12 +89,34 @@ def _seed_tenant_a(svc: Service, a: Api) -> TenantA:
         "dag_id": dag_id,
         "run_id": run_id,
         "task_id": task_id,
+        "webhook_id": hook.json()["webhookId"],
+        "alert_id": alert_id,
     }
     names = {"connection_id": "sales-database", "pipeline_id": "acme-secret-etl"}
     markers = {v for k, v in ids.items() if k != "revision"} | {c["connectionId"] for c in conns}
     markers |= {"acme-db-7q.example.com", "acme-description-marker-5Yq", "acme-log-line-marker-Jw2", CONN_PASSWORD}
-    markers |= {"acme-secret-etl", "stock_secret"}
+    markers |= {"acme-secret-etl", "stock_secret", "hooks.acme-7q.example.com", "acme-alert-marker-8Kp"}
     return TenantA(ids, names, markers)
+
+
+def _raise_alert(svc: Service, pipeline_id: str, execution_id: str) -> str:
+    """An OPEN alert of A's, raised as the service raises them (its message carries a marker)."""
+    from service.db import session_scope
+    from service.monitoring.service import raise_alert
+
+    with session_scope(svc.app.state.sessions) as s:
+        alert = raise_alert(
+            s,
+            tenant_id=A,
+            alert_type="RUN_FAILED",
+            condition_key=f"RUN_FAILED:{pipeline_id}",
+            severity="CRITICAL",
+            message="acme-alert-marker-8Kp",
+            pipeline_id=pipeline_id,
+            execution_id=execution_id,
+        )
+        assert alert is not None
+        return alert.id
 
 
 def _template(template_id: str) -> dict[str, Any]:
@@ -114,6 +142,12 @@ def _bodies() -> dict[tuple[str, str], Any]:
         ("POST", "/v1/pipelines/templates/{template_id}/create"): {"pipelineName": "from-a-template"},
         ("POST", "/v1/airflow/dags/{dag_id}/trigger"): {},
         ("PUT", "/v1/pipelines/{pipeline_id}/budget"): {"monthlyUsd": 1},
+        ("POST", "/v1/pipelines/monitoring/alerts/{alert_id}/acknowledge"): {"note": "b"},
+        ("PATCH", "/v1/pipelines/monitoring/webhooks/{webhook_id}"): {"enabled": False},
+        ("POST", "/v1/pipelines/workflows/{execution_id}/signal"): {
+            "signalName": "approval",
+            "data": {"approved": True},
+        },
     }
 
 
@@ -159,6 +193,33 @@ def _unaddressed(a: TenantA) -> dict[tuple[str, str], list[Probe]]:
         ("GET", "/v1/lineage/datasets"): [
             Probe("GET", f"/v1/lineage/datasets?fqn={fqn}", expected={200})
             for fqn in ("x.analytics.daily_transactions", "x.public.raw_transactions")
+        ],
+        ("GET", "/v1/pipelines/monitoring/alerts"): [
+            Probe("GET", "/v1/pipelines/monitoring/alerts?size=200", expected={200}),
+            Probe("GET", f"/v1/pipelines/monitoring/alerts?pipelineId={pid}", expected={200, 404}),
+        ],
+        ("GET", "/v1/pipelines/monitoring/webhooks"): [
+            Probe("GET", "/v1/pipelines/monitoring/webhooks", expected={200})
+        ],
+        ("POST", "/v1/pipelines/monitoring/webhooks"): [
+            Probe(
+                "POST",
+                "/v1/pipelines/monitoring/webhooks",
+                {"name": "acme-hook", "url": "https://hooks.example.com/b", "secret": "b-secret-0123456789"},
+                {201},
+            )
+        ],
+        ("GET", "/v1/pipelines/monitoring/metrics"): [
+            Probe("GET", "/v1/pipelines/monitoring/metrics?period=90d", expected={200}),
+            Probe("GET", f"/v1/pipelines/monitoring/metrics?pipelineId={pid}&period=90d"),
+        ],
+        # A's entries (its definition, its connections' hosts) never reach B, even asked for by id.
+        ("GET", "/v1/audit-logs"): [
+            Probe("GET", "/v1/audit-logs?size=200", expected={200}),
+            Probe("GET", f"/v1/audit-logs?resourceId={pid}", expected={200}),
+            Probe("GET", f"/v1/audit-logs?resource=execution&resourceId={a.ids['execution_id']}", expected={200}),
+            Probe("GET", f"/v1/audit-logs?resource=connection&resourceId={a.ids['connection_id']}", expected={200}),
+            Probe("GET", "/v1/audit-logs?actor=local-admin&action=create", expected={200}),
         ],
         ("GET", "/v1/cost/rate-card"): [Probe("GET", "/v1/cost/rate-card", expected={200})],
         ("GET", "/v1/cost/budget"): [Probe("GET", "/v1/cost/budget", expected={200})],

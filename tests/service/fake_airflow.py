@@ -24,6 +24,7 @@ import httpx
 from dag_factory.spec.task_ids import (
     STAGING_SETUP_TASK_ID,
     TEARDOWN_TASK_ID,
+    approval_task,
     quality_task,
     sink_task,
     source_task,
@@ -54,6 +55,7 @@ def task_ids(definition: dict[str, Any]) -> list[str]:
         STAGING_SETUP_TASK_ID,
         *(source_task(name) for name in definition["sources"]),
         *(transformation_task(t["name"]) for t in definition.get("transformations", [])),
+        *(approval_task(g["name"]) for g in definition.get("approvals", [])),
         *(sink_task(name) for name in definition["sinks"]),
         *(quality_task(name) for name in checked),
         TEARDOWN_TASK_ID,
@@ -95,6 +97,9 @@ class FakeAirflow:
         self.xcoms: dict[tuple[str, str, str], Any] = {}  # (dag_id, run_id, task_id) -> return_value
         self.run_updated: dict[tuple[str, str], str] = {}  # DagRun.updated_at: filterable, never returned
         self.cleared: list[dict[str, Any]] = []  # bodies of POST clearTaskInstances
+        # (dag_id, run_id, task_id) -> a human-in-the-loop task's detail (made when it starts waiting)
+        self.hitl: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.refuse_hitl = 0  # how many of the next HITL answers get HTTP 503 (metadata database busy)
         self._tokens: set[str] = set()
         self._file_tokens: dict[str, Path] = {}
         self._ids = itertools.count(1)
@@ -125,6 +130,9 @@ class FakeAirflow:
             ("GET", dag + run + r"/taskInstances", self._list_tis),
             ("PATCH", dag + run + r"/taskInstances", self._bulk_tis),
             ("GET", dag + run + r"/taskInstances/(?P<task_id>[^/]+)/logs/(?P<try_number>\d+)", self._log),
+            ("GET", dag + run + r"/taskInstances/(?P<task_id>[^/]+)/-1/hitlDetails", self._get_hitl),
+            ("PATCH", dag + run + r"/taskInstances/(?P<task_id>[^/]+)/-1/hitlDetails", self._patch_hitl),
+            ("GET", dag + run + r"/taskInstances/(?P<task_id>[^/]+)", self._get_ti),
             ("POST", r"/api/v2/connections", self._post_connection),
             ("PATCH", r"/api/v2/connections/(?P<conn_id>[^/]+)", self._patch_connection),
             ("DELETE", r"/api/v2/connections/(?P<conn_id>[^/]+)", self._delete_connection),
@@ -354,6 +362,55 @@ class FakeAirflow:
                 self.set_run(dag_id, run_id, self.runs[(dag_id, run_id)]["state"], {task_id: entity["new_state"]})
                 result["success"].append(f"{dag_id}.{run_id}.{task_id}")
         return _json(200, {"create": None, "update": result, "delete": None})
+
+    def _get_ti(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str) -> httpx.Response:
+        ti = self.task_instances.get((dag_id, run_id), {}).get(task_id)
+        return _json(200, ti) if ti is not None else _missing(f"TaskInstance {task_id}")
+
+    def _get_hitl(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str) -> httpx.Response:
+        detail = self.hitl.get((dag_id, run_id, task_id))
+        return _json(200, detail) if detail is not None else _missing(f"HITL detail of {task_id}")
+
+    def _patch_hitl(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str) -> httpx.Response:
+        """Like Airflow: 409 when it has an answer already; the waiting task resumes (success, or failed on
+        Reject, as dag_factory's ApprovalGateOperator does)."""
+        detail = self.hitl.get((dag_id, run_id, task_id))
+        if detail is None:
+            return _missing(f"HITL detail of {task_id}")
+        if self.refuse_hitl:
+            self.refuse_hitl -= 1
+            return _json(503, {"detail": "database is locked"})
+        if detail["response_received"]:
+            return _json(409, {"detail": "already updated"})
+        body = json.loads(request.content)
+        if set(body["chosen_options"]) - set(detail["options"]):
+            return _json(400, {"detail": "invalid option"})
+        detail.update(
+            chosen_options=body["chosen_options"],
+            params_input=body.get("params_input") or {},
+            responded_at=now(),
+            response_received=True,
+        )
+        state = "success" if body["chosen_options"] == ["Approve"] else "failed"
+        self.set_run(dag_id, run_id, self.runs[(dag_id, run_id)]["state"], {task_id: state})
+        return _json(200, {"chosen_options": body["chosen_options"], "params_input": detail["params_input"]})
+
+    def wait_for_input(self, dag_id: str, run_id: str, task_id: str, *, since_seconds: float = 10.0) -> None:
+        """The HITL task `task_id` asks and waits (AWAITING_INPUT), having started `since_seconds` ago."""
+        from datetime import timedelta
+
+        self.set_run(dag_id, run_id, "running", {task_id: "awaiting_input"})
+        ti = self.task_instances[(dag_id, run_id)][task_id]
+        started = datetime.now(UTC) - timedelta(seconds=since_seconds)
+        ti["start_date"], ti["try_number"] = started.isoformat().replace("+00:00", "Z"), 1
+        self.hitl[(dag_id, run_id, task_id)] = {
+            "subject": f"Approval gate '{task_id}'",
+            "options": ["Approve", "Reject"],
+            "chosen_options": None,
+            "params_input": {},
+            "responded_at": None,
+            "response_received": False,
+        }
 
     def _log(self, request: httpx.Request, dag_id: str, run_id: str, task_id: str, try_number: str) -> httpx.Response:
         if task_id not in self.task_instances.get((dag_id, run_id), {}):

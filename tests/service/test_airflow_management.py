@@ -31,6 +31,7 @@ def test_runs_tasks_and_logs(svc: Service, acme: Api, active: dict[str, Any]) ->
     assert run.status_code == 201, run.text
     run_id = run.json()["runId"]
     assert svc.fake.runs[(dag_id, run_id)]["conf"] == {"start_date": "2026-02-03"}
+    assert _audit(svc, "airflow_dag")[-1:] == [("trigger", dag_id, run_id)]
     svc.fake.set_run(dag_id, run_id, "running", {"prepare_staging": "success"})
     svc.fake.add_log(dag_id, run_id, "prepare_staging", {"level": "info", "event": "schema created"})
 
@@ -53,9 +54,18 @@ def test_pause_and_unpause(svc: Service, acme: Api, active: dict[str, Any]) -> N
     assert svc.fake.dags[dag_id]["is_paused"] is True
     assert acme.post(f"{DAGS}/{dag_id}/unpause").json()["isPaused"] is False
     assert svc.fake.dags[dag_id]["is_paused"] is False
+    assert _audit(svc, "airflow_dag")[-2:] == [("pause", dag_id, None), ("unpause", dag_id, None)]
+
+
+def _audit(svc: Service, resource: str) -> list[tuple[str, str, Any]]:
+    """The admin's view of the audit log for one resource type (the service is shared by the module's tests),
+    oldest first: (action, id, details.runId)."""
+    items = svc.api("acme", roles=("admin",)).get("/v1/audit-logs", params={"resource": resource}).json()["items"]
+    return [(e["action"], e["resourceId"], (e.get("details") or {}).get("runId")) for e in reversed(items)]
 
 
 def test_another_tenants_dag_is_404_everywhere(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    recorded = _audit(svc, "airflow_dag")
     _foreign_dag(svc, "globex.daily")
     svc.fake.runs  # noqa: B018 - the foreign DAG exists in Airflow, still a 404 for acme
     for method, path in [
@@ -70,6 +80,7 @@ def test_another_tenants_dag_is_404_everywhere(svc: Service, acme: Api, active: 
         expect_error(acme.request(method, DAGS + path), 404, "not_found")
     assert svc.fake.dags["globex.daily"]["is_paused"] is True
     assert not [k for k in svc.fake.runs if k[0] == "globex.daily"]
+    assert _audit(svc, "airflow_dag") == recorded  # refused: nothing recorded
 
 
 def test_trigger_body_is_checked(svc: Service, acme: Api, active: dict[str, Any]) -> None:

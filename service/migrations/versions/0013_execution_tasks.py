@@ -29,7 +29,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("execution_id", "task_id"),
     )
     op.create_index("ix_execution_tasks_pipeline", "execution_tasks", ["tenant_id", "pipeline_id"], unique=False)
+    op.create_index("ix_execution_tasks_tenant_started", "execution_tasks", ["tenant_id", "started_at"], unique=False)
+    # The monitoring metrics' windows: a tenant's and a pipeline's executions by submission time.
+    op.create_index("ix_executions_tenant_submitted", "executions", ["tenant_id", "submitted_at"], unique=False)
+    op.create_index(
+        "ix_executions_tenant_pipeline_submitted",
+        "executions",
+        ["tenant_id", "pipeline_id", "submitted_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_executions_tenant_pipeline_submitted", table_name="executions")
+    op.drop_index("ix_executions_tenant_submitted", table_name="executions")
     op.drop_table("execution_tasks")
