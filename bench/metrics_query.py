@@ -8,9 +8,11 @@ hour (their cost is computed live); durations of 1-30 minutes by pipeline with n
 stored cost of settled runs, and TASKS task rows per finished execution (execution_tasks, as sync writes them).
 Another tenant gets a tenth as many, so that the tenant filter has something to filter.
 
-Then, for each period, CALLS calls of the pipeline metrics (a random pipeline each) and of the tenant's totals
-and report, each in its own session as a request would be, through the service functions the router calls
-(service.monitoring.metrics); p50/p95/max in milliseconds. The database is dropped at the end.
+Then the metrics rollup (service/monitoring/rollup.py) is built as the `metrics-rollup` worker builds it,
+step after step until every sealed day is in (its time is printed), and, for each period, CALLS calls of the
+pipeline metrics (a random pipeline each) and of the tenant's totals and report, each in its own session as a
+request would be, through the service functions the router calls (service.monitoring.metrics); p50/p95/max in
+milliseconds. The database is dropped at the end.
 
 Usage: .venv/bin/python bench/metrics_query.py [--executions 100000] [--pipelines 100] [--calls 30]
 """
@@ -33,7 +35,7 @@ from sqlalchemy.orm import sessionmaker  # noqa: E402
 
 from service.config import RateCard  # noqa: E402
 from service.db import make_engine, migrate  # noqa: E402
-from service.monitoring import metrics  # noqa: E402
+from service.monitoring import metrics, rollup  # noqa: E402
 from service.monitoring.metrics_schemas import PERIODS  # noqa: E402
 from service.pipelines.models import Pipeline  # noqa: E402
 from tests.pg import admin, pg_url  # noqa: E402
@@ -73,9 +75,9 @@ FROM (
 """
 
 SEED_TASKS = """
-INSERT INTO execution_tasks (execution_id, task_id, tenant_id, pipeline_id, state, try_number, duration_ms,
-    started_at, finished_at)
-SELECT e.id, 'transform_' || t, e.tenant_id, e.pipeline_id,
+INSERT INTO execution_tasks (execution_id, task_id, tenant_id, pipeline_id, submitted_at, state, try_number,
+    duration_ms, started_at, finished_at)
+SELECT e.id, 'transform_' || t, e.tenant_id, e.pipeline_id, e.submitted_at,
     CASE WHEN e.status = 'FAILED' AND e.error_message LIKE 'task ''transform_' || t || '''%%' THEN 'failed'
          ELSE 'success' END,
     1, (extract(epoch FROM e.finished_at - e.started_at) * 1000 / %(tasks)s * (0.5 + t * 0.2))::bigint,
@@ -131,7 +133,13 @@ def main() -> None:
             f"{TASKS} task rows each, in {seconds:.1f} s"
         )
         engine = make_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        run(sessionmaker(engine), args.pipelines, args.calls)
+        sessions = sessionmaker(engine)
+        started = time.perf_counter()
+        built = rollup.catch_up(sessions)
+        print(f"rollup: {built} (tenant, day) built in {time.perf_counter() - started:.1f} s")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")  # as autovacuum does after a table grew by a tenth
+        run(sessions, args.pipelines, args.calls)
     finally:
         if engine is not None:
             engine.dispose()

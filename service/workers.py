@@ -24,6 +24,7 @@ from service.executions.cache import StatusRefresh
 from service.executions.models import Execution
 from service.executions.sync import refresh, refresh_active
 from service.lineage.forwarding import Forwarder
+from service.monitoring import rollup
 from service.monitoring.delivery import Deliverer
 from service.monitoring.service import conditions_step
 from service.pipelines.publisher import Publisher
@@ -174,6 +175,8 @@ def make_workers(state: State, interval: float) -> list[Worker]:
             lambda: conditions_step(sessions, state.settings.cost_rate_card),
             state.settings.alert_check_interval_seconds,
         ),
+        # Whole past days of executions aggregated per pipeline, for the metrics over long periods.
+        Worker("metrics-rollup", lambda: rollup.step(sessions), max(interval, 30.0)),
         # Approval decisions to Airflow's human-in-the-loop tasks when the request could not hand them over.
         Worker("approvals", lambda: approvals_step(sessions, airflow), max(interval, 2.0)),
     ]

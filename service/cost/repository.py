@@ -37,6 +37,11 @@ class DatasetRow(NamedTuple):
     bytes: int | None
 
 
+def unsettled() -> ColumnElement[bool]:
+    """The negation of settled(), spelled as the partial index ix_executions_unsettled is (so it is used)."""
+    return or_(Execution.cost_settled_for.is_(None), Execution.cost_settled_for != Execution.finished_at)
+
+
 def settled() -> ColumnElement[bool]:
     """Whether an execution's stored cost is the cost of the run as it last finished."""
     return and_(Execution.cost_settled_for.is_not(None), Execution.cost_settled_for == Execution.finished_at)
@@ -57,7 +62,7 @@ def executions_stmt(
         Execution.tenant_id == tenant_id, Execution.submitted_at >= since, Execution.submitted_at < until
     )
     if unsettled_only:
-        stmt = stmt.where(~settled())
+        stmt = stmt.where(unsettled())
     if pipeline_id is not None:
         stmt = stmt.where(Execution.pipeline_id == pipeline_id)
     if execution_id is not None:
@@ -150,7 +155,7 @@ def to_settle(session: Session, *, finished_before: datetime, limit: int) -> lis
             Execution.status.in_(TERMINAL),
             Execution.finished_at.is_not(None),
             Execution.finished_at < finished_before,
-            or_(Execution.cost_settled_for.is_(None), Execution.cost_settled_for != Execution.finished_at),
+            unsettled(),
         )
         .order_by(Execution.finished_at)
         .limit(limit)

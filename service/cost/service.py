@@ -197,6 +197,13 @@ def cost_of_executions(
         execution_id=execution_id,
         unsettled_only=unsettled_only,
     )
+    if unsettled_only:
+        # Few (the partial index ix_executions_unsettled finds them), but PostgreSQL cannot estimate how few
+        # and would join them to every execution: name them instead.
+        found = list(session.scalars(ids))
+        if not found:
+            return []
+        ids = select(Execution.id).where(Execution.id.in_(found))
     return _costs(session, tenant_id, ids, rates, now or utcnow())
 
 

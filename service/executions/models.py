@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, Numeric, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
@@ -16,12 +16,26 @@ RUN_STATE = {"queued": QUEUED, "running": RUNNING, "success": COMPLETED, "failed
 DONE_TASK_STATES = frozenset({"success", "skipped", "failed", "upstream_failed", "removed"})  # Airflow's
 
 
+# An execution whose stored cost is not the cost of the run as it last finished (service.cost).
+UNSETTLED = "cost_settled_for IS NULL OR cost_settled_for <> finished_at"
+
+
 class Execution(Base):
     __tablename__ = "executions"
     # The monitoring metrics' windows (service/monitoring/metrics_repository.py): a tenant's, a pipeline's.
     __table_args__ = (
         Index("ix_executions_tenant_submitted", "tenant_id", "submitted_at"),
         Index("ix_executions_tenant_pipeline_submitted", "tenant_id", "pipeline_id", "submitted_at"),
+        # The metrics rollup finds the executions changed since its last pass (service/monitoring/rollup.py).
+        Index("ix_executions_updated_at", "updated_at"),
+        # The runs whose cost is not stored yet (computed live): few, found without reading the settled ones.
+        Index(
+            "ix_executions_unsettled",
+            "tenant_id",
+            "submitted_at",
+            postgresql_where=text(UNSETTLED),
+            sqlite_where=text(UNSETTLED),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # also the Airflow dag_run_id
@@ -73,13 +87,15 @@ class ExecutionTask(Base):
     __tablename__ = "execution_tasks"
     __table_args__ = (
         Index("ix_execution_tasks_pipeline", "tenant_id", "pipeline_id"),
-        Index("ix_execution_tasks_tenant_started", "tenant_id", "started_at"),  # the monitoring report's windows
+        # The monitoring report's windows: the tasks of a tenant's executions submitted in a period.
+        Index("ix_execution_tasks_tenant_submitted", "tenant_id", "submitted_at"),
     )
 
     execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(64))
     pipeline_id: Mapped[str] = mapped_column(String(64))
+    submitted_at: Mapped[datetime | None] = mapped_column()  # the execution's (copied: no join to filter by it)
     state: Mapped[str | None] = mapped_column(String(20))
     try_number: Mapped[int | None] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)

@@ -123,6 +123,7 @@ def _store_tasks(session: Session | None, ex: Execution, tis: list[TaskInstance]
             task_id=ti.task_id,
             tenant_id=ex.tenant_id,
             pipeline_id=ex.pipeline_id,
+            submitted_at=ex.submitted_at,
             state=ti.state,
             try_number=ti.try_number,
             duration_ms=int(ti.duration * 1000) if ti.duration is not None else None,

@@ -15,6 +15,7 @@ from service.cost import service as cost
 from service.db import utcnow
 from service.errors import ValidationFailed
 from service.monitoring import metrics_repository as repository
+from service.monitoring import rollup
 from service.monitoring.metrics_repository import Figures, Window
 from service.monitoring.metrics_schemas import (
     PERIODS,
@@ -65,22 +66,31 @@ def _metrics(figures: Figures, cost_usd: Decimal) -> Metrics:
     )
 
 
-def _cost(session: Session, window: Window, rates: RateCard) -> Decimal:
-    spent = cost.spent_by_pipeline(
+def _cost(session: Session, window: Window, figured: rollup.Figured, rates: RateCard) -> Decimal:
+    """The stored cost of settled runs and the live cost of the others (the cost feature's sums; with the
+    rollup, its stored cost and the live cost of the window's few unsettled runs)."""
+    w = window
+    if figured.settled_cost_usd is None:
+        spent = cost.spent_by_pipeline(
+            session, w.tenant_id, pipeline_id=w.pipeline_id, since=w.since, until=w.until, rates=rates, now=w.until
+        )
+        return sum(spent.values(), Decimal(0))
+    live = cost.cost_of_executions(
         session,
-        window.tenant_id,
-        pipeline_id=window.pipeline_id,
-        since=window.since,
-        until=window.until,
+        w.tenant_id,
+        pipeline_id=w.pipeline_id,
+        since=w.since,
+        until=w.until,
         rates=rates,
-        now=window.until,
+        now=w.until,
+        unsettled_only=True,
     )
-    return sum(spent.values(), Decimal(0))
+    return figured.settled_cost_usd + sum((c.total for c in live), Decimal(0))
 
 
 def pipeline_metrics(session: Session, pipeline: Pipeline, period: str, rates: RateCard) -> PipelineMetricsOut:
     window = window_of(pipeline.tenant_id, pipeline.id, period, utcnow())
-    everything, _ = repository.figures(session, window, per_pipeline=False)
+    figured = rollup.figures(session, window, rollup.span_of(session, window), per_pipeline=False)
     history = [
         HistoryDay(
             date=day.date,
@@ -98,28 +108,29 @@ def pipeline_metrics(session: Session, pipeline: Pipeline, period: str, rates: R
         period=period,
         since=window.since,
         until=window.until,
-        metrics=_metrics(everything, _cost(session, window, rates)),
+        metrics=_metrics(figured.everything, _cost(session, window, figured, rates)),
         history=history,
     )
 
 
 def tenant_metrics(session: Session, tenant_id: str, period: str, rates: RateCard) -> TenantMetricsOut:
     window = window_of(tenant_id, None, period, utcnow())
-    everything, each = repository.figures(session, window, per_pipeline=True)
+    span = rollup.span_of(session, window)
+    figured = rollup.figures(session, window, span, per_pipeline=True)
     return TenantMetricsOut(
         period=period,
         since=window.since,
         until=window.until,
-        metrics=_metrics(everything, _cost(session, window, rates)),
-        report=report(session, window, each),
+        metrics=_metrics(figured.everything, _cost(session, window, figured, rates)),
+        report=report(session, window, span, figured.each),
     )
 
 
-def report(session: Session, window: Window, each: dict[str, Figures]) -> Report:
+def report(session: Session, window: Window, span: rollup.Span | None, each: dict[str, Figures]) -> Report:
     by_pipeline = {pid: f.totals for pid, f in each.items()}
     p95s = {pid: f.p95_duration_ms for pid, f in each.items() if f.p95_duration_ms is not None}
-    bottlenecks = _bottlenecks(repository.task_time(session, window))
-    failures = repository.failures_by_task(session, window, REPORT_LIMIT)
+    tasks = rollup.task_figures(session, window, span, REPORT_LIMIT)
+    bottlenecks, failures = _bottlenecks(tasks.time), tasks.failures
     names = repository.names(session, window.tenant_id, set(by_pipeline))
     slowest = sorted(p95s, key=lambda pid: (-p95s[pid], pid))[:REPORT_LIMIT]
     failing = sorted((pid for pid, t in by_pipeline.items() if t.failed), key=lambda p: (-by_pipeline[p].failed, p))

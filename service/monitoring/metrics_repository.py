@@ -24,14 +24,15 @@ class Window(NamedTuple):
     since: datetime
     until: datetime
 
-    def where(self) -> list[ColumnElement[bool]]:
+    def where(self, model: type[Execution | ExecutionTask] = Execution) -> list[ColumnElement[bool]]:
+        """The window's executions (or, with ExecutionTask, their tasks: the columns are copied)."""
         conditions = [
-            Execution.tenant_id == self.tenant_id,
-            Execution.submitted_at >= self.since,
-            Execution.submitted_at < self.until,
+            model.tenant_id == self.tenant_id,
+            model.submitted_at >= self.since,
+            model.submitted_at < self.until,
         ]
         if self.pipeline_id is not None:
-            conditions.append(Execution.pipeline_id == self.pipeline_id)
+            conditions.append(model.pipeline_id == self.pipeline_id)
         return conditions
 
 
@@ -67,16 +68,16 @@ def finished() -> ColumnElement[bool]:
     return and_(Execution.status.in_(TERMINAL), Execution.started_at.is_not(None), Execution.finished_at.is_not(None))
 
 
-def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+def count_of(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def _totals_columns(session: Session) -> list[ColumnElement[Any]]:
     return [
         func.count(),
-        _count(Execution.status == COMPLETED),
-        _count(Execution.status == FAILED),
-        _count(Execution.status.in_((COMPLETED, FAILED, CANCELLED))),
+        count_of(Execution.status == COMPLETED),
+        count_of(Execution.status == FAILED),
+        count_of(Execution.status.in_((COMPLETED, FAILED, CANCELLED))),
         func.avg(case((finished(), duration_ms(session)))),
         func.coalesce(func.sum(Execution.rows_processed), 0),
         func.coalesce(func.sum(Execution.bytes_processed), 0),
@@ -185,32 +186,32 @@ def history(session: Session, window: Window) -> list[Day]:
     return [Day(str(row[0]), _totals(row[1:]), statuses[row[0]]) for row in session.execute(per_day)]
 
 
-def task_time(session: Session, window: Window) -> list[tuple[str, str, int, int]]:
-    """(pipeline, task, summed duration ms, runs with a duration) of the tasks of the window's executions. A
-    task starts after its execution was submitted: the (redundant) bound on the tasks' own start lets the
-    database range-scan them instead of reading every task of the tenant."""
-    stmt = (
-        select(
-            ExecutionTask.pipeline_id,
-            ExecutionTask.task_id,
-            func.coalesce(func.sum(ExecutionTask.duration_ms), 0),
-            func.count(ExecutionTask.duration_ms),
-        )
-        .join(Execution, Execution.id == ExecutionTask.execution_id)
-        .where(*window.where(), ExecutionTask.tenant_id == window.tenant_id, ExecutionTask.started_at >= window.since)
-        .group_by(ExecutionTask.pipeline_id, ExecutionTask.task_id)
-    )
+def task_time_columns() -> list[Any]:
+    """pipeline, task, summed duration ms, runs with a duration (to group by pipeline and task)."""
+    return [
+        ExecutionTask.pipeline_id,
+        ExecutionTask.task_id,
+        func.coalesce(func.sum(ExecutionTask.duration_ms), 0),
+        func.count(ExecutionTask.duration_ms),
+    ]
+
+
+def task_time(session: Session, where: list[Any]) -> list[tuple[str, str, int, int]]:
+    """(pipeline, task, summed duration ms, runs with a duration) of the task rows matching `where` (each task
+    row carries its execution's tenant, pipeline and submission: Window.where(ExecutionTask), no join)."""
+    stmt = select(*task_time_columns()).where(*where).group_by(ExecutionTask.pipeline_id, ExecutionTask.task_id)
     return [(p, t, int(ms or 0), int(n)) for p, t, ms, n in session.execute(stmt)]
 
 
-def failures_by_task(session: Session, window: Window, limit: int) -> list[tuple[str, str, int]]:
-    """(pipeline, task, failed runs) of the tasks that ended failed in failed executions, most first (driven
-    from the window's failed executions: a few, each with an index lookup of its tasks)."""
+def failures_by_task(session: Session, where: list[Any], limit: int | None) -> list[tuple[str, str, int]]:
+    """(pipeline, task, failed runs) of the tasks that ended failed in the failed executions matching `where`
+    (Window.where()), most first (driven from the failed executions: a few, each with an index lookup of its
+    tasks); all with limit None."""
     failures = func.count().label("failures")
     stmt = (
         select(ExecutionTask.pipeline_id, ExecutionTask.task_id, failures)
         .join(Execution, Execution.id == ExecutionTask.execution_id)
-        .where(*window.where(), Execution.status == FAILED, ExecutionTask.state == "failed")
+        .where(*where, Execution.status == FAILED, ExecutionTask.state == "failed")
         .group_by(ExecutionTask.pipeline_id, ExecutionTask.task_id)
         .order_by(failures.desc(), ExecutionTask.pipeline_id, ExecutionTask.task_id)
         .limit(limit)

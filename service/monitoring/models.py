@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, Numeric, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, utcnow
@@ -97,3 +98,63 @@ class AlertDelivery(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class MetricsDay(Base):
+    """One pipeline's executions submitted on one sealed UTC day, aggregated (service.monitoring.rollup): what
+    the metrics read for whole past days instead of every execution."""
+
+    __tablename__ = "metrics_days"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    executions: Mapped[int] = mapped_column(Integer)
+    completed: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    finished: Mapped[int] = mapped_column(Integer)  # COMPLETED, FAILED or CANCELLED
+    duration_sum_ms: Mapped[float] = mapped_column(Float)
+    duration_count: Mapped[int] = mapped_column(Integer)  # finished runs with both dates
+    rows: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    settled_cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 6))  # the stored cost of the settled runs
+    unsettled: Mapped[int] = mapped_column(Integer)  # runs without a stored cost (computed live when read)
+
+
+class MetricsDayDuration(Base):
+    """The histogram of one pipeline's run durations on one sealed UTC day: how many finished runs took a
+    duration in `bucket` (buckets 2 % wide, service.monitoring.rollup.bucket_of)."""
+
+    __tablename__ = "metrics_day_durations"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    runs: Mapped[int] = mapped_column(Integer)
+
+
+class MetricsDayTask(Base):
+    """One task of one pipeline on one sealed UTC day: its summed run time, runs with a duration, and failures
+    (the task failed in a FAILED execution)."""
+
+    __tablename__ = "metrics_day_tasks"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    duration_sum_ms: Mapped[int] = mapped_column(BigInteger)
+    runs: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+
+
+class MetricsRollup(Base):
+    """The rollup's progress (one row): days up to `sealed_through` are in metrics_days; executions changed
+    since `watermark` (updated_at) have their day rebuilt."""
+
+    __tablename__ = "metrics_rollup"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sealed_through: Mapped[date | None] = mapped_column(Date)
+    watermark: Mapped[datetime | None] = mapped_column()

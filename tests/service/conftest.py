@@ -61,6 +61,7 @@ def svc(tmp_path: Path, database_url: str) -> Iterator[Service]:
         if settings.sqlalchemy_url.startswith("postgresql"):
             with app.state.engine.begin() as conn:  # the module's database is shared: start empty
                 conn.execute(text("TRUNCATE executions, pipeline_versions, pipelines, connections CASCADE"))
+                conn.execute(text("UPDATE metrics_rollup SET sealed_through = NULL, watermark = NULL"))
         yield Service(app, client, fake, settings)
 
 
