@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,18 @@ def create(call: Recorder, body: dict[str, Any]) -> dict[str, Any]:
     resp = call("POST", URL, json=body)
     assert resp.status_code == 201, resp.text
     return dict(resp.json())
+
+
+def in_airflow(airflow: httpx.Client, connection_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Airflow's copy of a connection. A create waits up to 3 s for Airflow; when Airflow is slower (a busy
+    machine) it answers 201 with airflowSync PENDING and the connections worker upserts it soon after."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = airflow.get(f"/connections/{connection_id}")
+        if resp.status_code == 200 or time.monotonic() > deadline:
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json())
+        time.sleep(0.5)
 
 
 def pg_body(name: str, database: str = "postgres", port: int = 5432, password: str = "unused", **extra: Any):  # type: ignore[no-untyped-def]
@@ -142,7 +155,7 @@ def test_staged_test_succeeds_and_fails_at_the_right_stage(
     # ...and every one of them is a real Airflow connection.
     airflow = running.airflow()
     tenant = call.api.headers["X-Tenant-ID"]
-    assert airflow.get(f"/connections/{tenant}.wrong-password").json()["port"] == scram_cluster.port
+    assert in_airflow(airflow, f"{tenant}.wrong-password")["port"] == scram_cluster.port
 
 
 def test_s3_and_http_are_airflow_connections_and_testable(running: harness.Running, moto: MotoServer) -> None:
@@ -166,7 +179,7 @@ def test_s3_and_http_are_airflow_connections_and_testable(running: harness.Runni
     assert tested["connected"] is True, tested
     assert tested["details"] == {"bucket": "lake-e2e", "prefix": "", "objects": 0, "moreObjects": False}
     airflow = running.airflow()
-    aws = airflow.get(f"/connections/{tenant}.lake").json()
+    aws = in_airflow(airflow, f"{tenant}.lake")
     assert aws["conn_type"] == "aws" and aws["login"] == "AKIAE2E"
     assert json.loads(aws["extra"]) == {"region_name": "eu-west-1", "endpoint_url": moto.url}
 
@@ -179,7 +192,7 @@ def test_s3_and_http_are_airflow_connections_and_testable(running: harness.Runni
         assert tested["connected"] is True and tested["details"] == {"url": url + "/health"}, tested
     finally:
         server.stop()
-    http = airflow.get(f"/connections/{tenant}.items-api").json()
+    http = in_airflow(airflow, f"{tenant}.items-api")
     assert (http["conn_type"], http["host"], http["schema"]) == ("http", url, "http")
 
 
@@ -262,7 +275,7 @@ def test_a_planted_secret_appears_nowhere(
     }
     airflow = running.airflow()
     for conn_id in ("sales-database", "warehouse", "scram"):
-        haystacks[f"Airflow connection {conn_id}"] = airflow.get(f"/connections/{tenant}.{conn_id}").text
+        haystacks[f"Airflow connection {conn_id}"] = json.dumps(in_airflow(airflow, f"{tenant}.{conn_id}"))
     haystacks["Airflow connection list"] = airflow.get("/connections", params={"limit": 1000}).text
     # Controls: each haystack holds what it should (the tenant's connections), so "not found" means something.
     for where, text in haystacks.items():
