@@ -174,6 +174,9 @@ def execution_cost(ex: ExecutionRow, datasets: list[DatasetRow], rates: RateCard
     return ExecutionCost(ex.id, ex.pipeline_id, ex.status, ex.submitted_at, live, tasks)
 
 
+NAMED_IDS_MAX = 500  # bound parameters per query stay far below the databases' limits
+
+
 def cost_of_executions(
     session: Session,
     tenant_id: str,
@@ -198,12 +201,13 @@ def cost_of_executions(
         unsettled_only=unsettled_only,
     )
     if unsettled_only:
-        # Few (the partial index ix_executions_unsettled finds them), but PostgreSQL cannot estimate how few
-        # and would join them to every execution: name them instead.
-        found = list(session.scalars(ids))
+        # Usually few (the partial index ix_executions_unsettled finds them), but PostgreSQL cannot estimate how
+        # few and would join them to every execution: name them instead (unless a backlog makes them many).
+        found = list(session.scalars(ids.limit(NAMED_IDS_MAX + 1)))
         if not found:
             return []
-        ids = select(Execution.id).where(Execution.id.in_(found))
+        if len(found) <= NAMED_IDS_MAX:
+            ids = select(Execution.id).where(Execution.id.in_(found))
     return _costs(session, tenant_id, ids, rates, now or utcnow())
 
 

@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.config import RateCard, Settings
+from service.cost import service as cost_service
 from service.cost.service import host_of, month_start, slope, trend_of
 from service.db import utcnow
 from service.executions.models import Execution
@@ -331,6 +332,23 @@ def test_pipeline_cost_over_a_period(svc: Service, acme: Api, active: dict[str, 
     ninety = acme.get(f"/v1/pipelines/{active['pipelineId']}/cost", params={"period": "90d"}).json()
     assert (ninety["executionCount"], ninety["totalCostUsd"]) == (3, 1.11)
     assert ninety["trend"] == "falling"  # the 1,000 s run was early in the period
+
+
+@pytest.mark.parametrize("named", [500, 1])
+def test_unsettled_runs_cost_the_same_named_or_not(
+    svc: Service, acme: Api, active: dict[str, Any], monkeypatch: pytest.MonkeyPatch, named: int
+) -> None:
+    """The unsettled runs are looked up by id when few (NAMED_IDS_MAX), by the query itself when many."""
+    monkeypatch.setattr(cost_service, "NAMED_IDS_MAX", named)
+    now = utcnow()
+    for seconds in (10, 20, 30):  # unsettled: their cost is computed live
+        add_execution(svc, active, [task("a", seconds)], submitted_at=now - timedelta(hours=seconds))
+    params = {"period": "7d", "pipelineId": active["pipelineId"]}
+    body = acme.get("/v1/pipelines/monitoring/metrics", params=params).json()
+    assert body["metrics"]["totalCostUsd"] == 0.06
+    assert (
+        acme.get(f"/v1/pipelines/{active['pipelineId']}/cost", params={"period": "7d"}).json()["totalCostUsd"] == 0.06
+    )
 
 
 def test_pipeline_cost_trend_is_stable_for_a_steady_cost(svc: Service, acme: Api, active: dict[str, Any]) -> None:
