@@ -70,8 +70,9 @@ def upgrade() -> None:
         "UPDATE execution_tasks SET submitted_at = "
         "(SELECT submitted_at FROM executions WHERE executions.id = execution_tasks.execution_id)"
     )
-    op.drop_index("ix_execution_tasks_tenant_started", table_name="execution_tasks")
+    op.execute("DROP INDEX IF EXISTS ix_execution_tasks_tenant_started")  # see _complete_0010_and_0013
     op.create_index("ix_execution_tasks_tenant_submitted", "execution_tasks", ["tenant_id", "submitted_at"])
+    _complete_0010_and_0013()
     # The rollup finds the executions changed since its last pass.
     op.create_index("ix_executions_updated_at", "executions", ["updated_at"], unique=False)
     # The live cost of a period: the runs whose cost is not stored yet (few) without reading the settled ones.
@@ -84,6 +85,35 @@ def upgrade() -> None:
         postgresql_where=sa.text(unsettled),
         sqlite_where=sa.text(unsettled),
     )
+
+
+def _complete_0010_and_0013() -> None:
+    """0010 and 0013 gained their audit triggers and the executions' window indexes after a first version of
+    them was on main (stop 21): a database migrated then has neither. Create them where missing (idempotent)."""
+    op.execute("CREATE INDEX IF NOT EXISTS ix_executions_tenant_submitted ON executions (tenant_id, submitted_at)")
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_executions_tenant_pipeline_submitted "
+        "ON executions (tenant_id, pipeline_id, submitted_at)"
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE OR REPLACE FUNCTION audit_log_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'audit_log is append-only: % refused', TG_OP USING ERRCODE = '42501'; END $$"
+        )
+        op.execute(
+            "CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+            "FOR EACH ROW EXECUTE FUNCTION audit_log_refuse_change()"
+        )
+        op.execute(
+            "CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_refuse_change()"
+        )
+    else:
+        for event in ("UPDATE", "DELETE"):
+            op.execute(
+                f"CREATE TRIGGER IF NOT EXISTS audit_log_no_{event.lower()} BEFORE {event} ON audit_log "
+                f"BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: {event} refused'); END"
+            )
 
 
 def downgrade() -> None:
