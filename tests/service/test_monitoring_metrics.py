@@ -305,6 +305,8 @@ def test_the_rollup_gives_the_figures_of_the_raw_rows(svc: Service, acme: Api, a
         now = utcnow()
         span = rollup.span_of(s, Window("acme", None, now - timedelta(days=7), now))
         assert span is not None and (span.last - span.first).days >= 4  # the 7d window reads the rollup
+    # Another tenant reads the same rollup tables and finds none of acme's days.
+    assert metrics(svc.api("globex"), period="90d")["metrics"]["executionCount"] == 0
     for query, before in zip(queries, raw, strict=True):
         after = metrics(acme, **query)
         (b, b95), (a, a95) = without_p95(before), without_p95(after)
