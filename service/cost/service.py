@@ -203,7 +203,9 @@ def cost_of_executions(
     if unsettled_only:
         # Usually few (the partial index ix_executions_unsettled finds them), but PostgreSQL cannot estimate how
         # few and would join them to every execution: name them instead (unless a backlog makes them many).
-        found = list(session.scalars(ids.limit(NAMED_IDS_MAX + 1)))
+        # Ordered by the partial index's column: with a bare LIMIT, PostgreSQL expects the first rows of a
+        # sequential scan to match and reads the whole table (measured: 20-40 ms at 100,000 runs, not 0.05).
+        found = list(session.scalars(ids.order_by(Execution.submitted_at).limit(NAMED_IDS_MAX + 1)))
         if not found:
             return []
         if len(found) <= NAMED_IDS_MAX:

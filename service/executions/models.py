@@ -18,6 +18,7 @@ DONE_TASK_STATES = frozenset({"success", "skipped", "failed", "upstream_failed",
 
 # An execution whose stored cost is not the cost of the run as it last finished (service.cost).
 UNSETTLED = "cost_settled_for IS NULL OR cost_settled_for <> finished_at"
+FAILED_ONLY = "status = 'FAILED'"
 
 
 class Execution(Base):
@@ -35,6 +36,14 @@ class Execution(Base):
             "submitted_at",
             postgresql_where=text(UNSETTLED),
             sqlite_where=text(UNSETTLED),
+        ),
+        # The metrics report's top errors and failures by task: the failed runs of a period, not all of them.
+        Index(
+            "ix_executions_failed",
+            "tenant_id",
+            "submitted_at",
+            postgresql_where=text(FAILED_ONLY),
+            sqlite_where=text(FAILED_ONLY),
         ),
     )
 

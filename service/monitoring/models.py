@@ -101,12 +101,14 @@ class AlertDelivery(Base):
 
 
 class MetricsDay(Base):
-    """One pipeline's executions submitted on one sealed UTC day, aggregated (service.monitoring.rollup): what
-    the metrics read for whole past days instead of every execution."""
+    """One pipeline's executions submitted in a block of sealed UTC days, aggregated (service.monitoring.rollup):
+    what the metrics read for whole past days instead of every execution. A block is `days` long (a power of
+    two up to 64) and starts at `day`, aligned (its ordinal is a multiple of `days`); days = 1 is one day."""
 
     __tablename__ = "metrics_days"
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # 1, 2, 4, ... 64
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
     executions: Mapped[int] = mapped_column(Integer)
@@ -122,12 +124,13 @@ class MetricsDay(Base):
 
 
 class MetricsDayDuration(Base):
-    """The histogram of one pipeline's run durations on one sealed UTC day: how many finished runs took a
-    duration in `bucket` (buckets 2 % wide, service.monitoring.rollup.bucket_of)."""
+    """The histogram of one pipeline's run durations in a block of sealed UTC days (as MetricsDay's): how many
+    finished runs took a duration in `bucket` (buckets 2 % wide, service.monitoring.rollup.bucket_of)."""
 
     __tablename__ = "metrics_day_durations"
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # 1, 2, 4, ... 64
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
     bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -135,12 +138,13 @@ class MetricsDayDuration(Base):
 
 
 class MetricsDayTask(Base):
-    """One task of one pipeline on one sealed UTC day: its summed run time, runs with a duration, and failures
-    (the task failed in a FAILED execution)."""
+    """One task of one pipeline in a block of sealed UTC days (as MetricsDay's): its summed run time, runs with
+    a duration, and failures (the task failed in a FAILED execution)."""
 
     __tablename__ = "metrics_day_tasks"
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # 1, 2, 4, ... 64
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(250), primary_key=True)

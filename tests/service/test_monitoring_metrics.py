@@ -278,12 +278,12 @@ def without_p95(body: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
 def test_the_rollup_gives_the_figures_of_the_raw_rows(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     rnd = random.Random(3)
     second = other(acme, svc, "second")
-    for i in range(60):  # every 8 hours over the last 20 days, both pipelines, some failed, half settled
+    for i in range(100):  # every 8 hours over 20 days, then every 2 days to 100 days ago (the rollup's blocks)
         failed = i % 7 == 0
         add_run(
             svc,
             active if i % 3 else second,
-            ago=timedelta(hours=8 * i + 1),
+            ago=timedelta(hours=8 * i + 1 if i < 60 else 480 + 48 * (i - 60)),
             duration_ms=rnd.randint(1_000, 600_000),
             status="FAILED" if failed else "COMPLETED",
             rows=i,
@@ -305,6 +305,14 @@ def test_the_rollup_gives_the_figures_of_the_raw_rows(svc: Service, acme: Api, a
         now = utcnow()
         span = rollup.span_of(s, Window("acme", None, now - timedelta(days=7), now))
         assert span is not None and (span.last - span.first).days >= 4  # the 7d window reads the rollup
+        # ... and the 90d window a few blocks of days tiling its sealed days, each rolled up.
+        span = rollup.span_of(s, Window("acme", None, now - timedelta(days=90), now))
+        assert span is not None
+        tiles = rollup.blocks_of(span.first, span.last)
+        assert len(tiles) <= 12 and max(days for _, days in tiles) >= 16
+        assert sum(days for _, days in tiles) == (span.last - span.first).days + 1
+        built = set(s.execute(select(MetricsDay.day, MetricsDay.days).where(MetricsDay.tenant_id == "acme")))
+        assert {(start, days) for start, days in tiles if days > 1} <= built  # a run every 2 days at most
     # Another tenant reads the same rollup tables and finds none of acme's days.
     assert metrics(svc.api("globex"), period="90d")["metrics"]["executionCount"] == 0
     for query, before in zip(queries, raw, strict=True):
@@ -336,10 +344,13 @@ def test_a_sealed_day_is_rebuilt_when_its_executions_change(svc: Service, acme: 
     week = metrics(acme, pipelineId=pid, period="7d")["metrics"]
     assert (week["executionCount"], week["failedCount"], week["completedCount"]) == (2, 0, 2)
     assert week["totalRowsProcessed"] == 42
+    quarter = metrics(acme, period="90d")["metrics"]  # the blocks of days holding the changed day are rebuilt
+    assert (quarter["executionCount"], quarter["failedCount"], quarter["totalRowsProcessed"]) == (2, 0, 42)
     # A run recorded late in a sealed day (its insert sets updated_at) is rolled up too.
     add_run(svc, active, ago=timedelta(days=6), duration_ms=3_000)
     assert build_rollup(svc) >= 1
     assert metrics(acme, pipelineId=pid, period="7d")["metrics"]["executionCount"] == 3
+    assert metrics(acme, period="90d")["metrics"]["executionCount"] == 3
     # Deleting the pipeline deletes its rolled-up days with its executions.
     assert acme.delete(f"/v1/pipelines/{pid}").status_code == 204
     assert metrics(acme, period="7d")["metrics"]["executionCount"] == 0
