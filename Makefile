@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 LOCK := requirements.lock
 
-.PHONY: up test test-fast install lint types check bench clean lock
+.PHONY: up up-distributed test test-fast test-reliability install lint types check bench clean lock
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,9 +26,19 @@ install: $(STAMP)
 up: install
 	$(VENV)/bin/pipeline-service up
 
+# The distributed profile (README, Profiles): Airflow on PostgreSQL with Celery (two workers, Redis broker), the
+# DAG files in an S3 DAG bundle (a moto server), task logs in S3, two service replicas on ports 8000 and 8001.
+up-distributed: install
+	$(VENV)/bin/pipeline-service up-distributed
+
 test: check
 	$(PY) tests/preflight.py
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The fault tests on the distributed profile alone (also part of `make test`): ~12 min.
+test-reliability: check
+	$(PY) tests/preflight.py
+	$(VENV)/bin/pytest tests/reliability $(PYTEST_ARGS)
 
 # Everything but the end-to-end tests (no Airflow started): a few minutes.
 test-fast: check

@@ -1,10 +1,12 @@
-"""`pipeline-service` command: `up` (Airflow + service in the foreground), `serve`, `token`, `secret put`."""
+"""`pipeline-service` command: `up` (Airflow + service in the foreground), `up-distributed` (the distributed
+profile, service/distributed.py), `serve`, `token`, `secret put`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import time
 
 from connections.network import LOOPBACK_NETWORKS
 from service.auth import ROLES, mint_token
@@ -118,6 +120,49 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up_distributed(args: argparse.Namespace) -> int:
+    from service.distributed import Profile
+
+    settings = Settings()
+    profile = Profile(
+        settings.data_dir / "distributed",
+        pg_admin_url=args.postgres,
+        broker_url=args.broker,
+        airflow_port=settings.airflow_port,
+        service_ports=(settings.port, settings.port + 1),
+        s3_port=args.s3_port,
+    )
+    try:
+        profile.start(progress=True)
+        token = profile.token(args.tenant, subject="local-admin")
+        stack = profile.airflow()
+        print(
+            "\n"
+            f"  Pipeline Service  {profile.service_url(0)} and {profile.service_url(1)} (two replicas, one database)\n"
+            f"  Airflow UI        {stack.url}   (user admin, password: {stack.password_file})\n"
+            f"  Celery workers    {', '.join(stack.distributed.workers if stack.distributed else ())} "
+            f"(broker {profile.broker_url})\n"
+            f"  DAG bundle, logs  s3://{profile.bucket} on {profile.s3_url} (moto)\n"
+            f"  Admin token for tenant '{args.tenant}' (24 h):\n\n"
+            f"    export TOKEN={token}\n"
+            f"    export TENANT={args.tenant}\n\n"
+            f"  Logs in {profile.data_dir}/logs and {stack.home}/logs. Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while True:
+            for index, proc in list(profile.replicas.items()):
+                if proc.poll() is not None:
+                    print(f"service replica {index + 1} exited ({proc.returncode}); restarting it", flush=True)
+                    profile.start_replica(index)
+            time.sleep(2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        profile.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Airflow call drowns the useful ones
@@ -134,6 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--airflow-database-url", default=None, help="Airflow metadata DB (default: SQLite in the data dir)"
     )
+    dist = sub.add_parser(
+        "up-distributed",
+        help="the distributed profile: Airflow on PostgreSQL with Celery (2 workers), an S3 DAG bundle, 2 replicas",
+    )
+    dist.add_argument("--tenant", default="default", help="tenant of the printed admin token")
+    dist.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL server's admin URL: databases pipeline_airflow and pipeline_service are created there",
+    )
+    dist.add_argument("--broker", default="redis://127.0.0.1:6379/0", help="Celery broker (Redis or RabbitMQ URL)")
+    dist.add_argument("--s3-port", type=int, default=9000, help="port of the local S3 server (moto)")
     secret = sub.add_parser("secret", help="manage credentialSecretRef secrets (file or aws backend)")
     secret_sub = secret.add_subparsers(dest="secret_command", required=True)
     put = secret_sub.add_parser("put", help='store JSON {"username": ..., "password": ...} read from stdin')
@@ -144,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return _secret_put(args)
     if args.command == "token":
         return _token(args)
+    if args.command == "up-distributed":
+        return _up_distributed(args)
     if args.command == "serve":
         _serve(Settings())
         return 0

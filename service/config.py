@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     encryption_key: str | None = None
     dags_dir: Path = REPO_ROOT / "dags"
+    # The distributed profile publishes the DAG files to an S3 DAG bundle instead of dags_dir: the bucket and
+    # prefix Airflow's S3DagBundle reads (README, Profiles). Credentials: these, else AWS's usual chain.
+    dag_bundle_s3_bucket: str | None = None
+    dag_bundle_s3_prefix: str = "dags"
+    dag_bundle_s3_endpoint_url: str | None = None
+    dag_bundle_s3_region: str | None = None
+    dag_bundle_s3_access_key_id: str | None = None
+    dag_bundle_s3_secret_access_key: str | None = None
     airflow_url: str | None = None
     airflow_username: str = "admin"
     airflow_password: str | None = None

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dag_factory.spec import json_path
@@ -129,6 +129,16 @@ def install_error_handlers(app: FastAPI) -> None:
     def _integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
         # Two requests raced for the same unique name: the loser gets what a sequential request would.
         return JSONResponse(status_code=409, content=_body("conflict", "conflicts with an existing resource"))
+
+    def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The database is down or restarting (connection refused, a connection it closed): nothing the client
+        # did; retry. The pool's pre-ping replaces dead connections, so the service recovers on its own.
+        log.warning("the database is unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
+        body = _body("database_unavailable", "the service's database is unavailable; retry shortly")
+        return JSONResponse(status_code=503, content=body, headers={"Retry-After": "5"})
+
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
 
     @app.exception_handler(httpx.InvalidURL)
     def _invalid_url(_: Request, exc: httpx.InvalidURL) -> JSONResponse:

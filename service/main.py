@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrate(settings.sqlalchemy_url)
-        dagfile.ensure_sentinel(settings.dags_dir)
+        dagfile.ensure_sentinel(app.state.publisher.store)
         workers = make_workers(app.state, settings.background_interval_seconds)
         app.state.workers = workers
         if settings.background_tasks:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import State
 
@@ -57,6 +58,8 @@ class Worker:
                 self.step()
             except AirflowUnavailable as exc:
                 log.info("%s: %s", self.name, exc.message)
+            except (OperationalError, InterfaceError) as exc:  # the database is down or restarting
+                log.warning("%s: the database is unavailable (%s)", self.name, type(exc.orig or exc).__name__)
             except Exception:
                 log.exception("%s step failed", self.name)
             self.wake.wait(self.interval)

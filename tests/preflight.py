@@ -1,6 +1,7 @@
-"""Run by `make test` before pytest: the end-to-end tests need the local PostgreSQL server."""
+"""Run by `make test` before pytest: the end-to-end tests need the local PostgreSQL server (and Redis's binaries)."""
 
 import os
+import shutil
 import sys
 
 import psycopg
@@ -14,6 +15,15 @@ except psycopg.OperationalError as exc:
         "The tests move data through a real PostgreSQL server. Start the local one, e.g.:\n"
         "  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
         "or point PIPELINE_TEST_PG_URL at a server where the user may create databases.",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+# The reliability tests (tests/reliability) run a Redis of their own as Celery's broker.
+if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+    print(
+        "redis-server / redis-cli not found: tests/reliability runs its own Redis as the Celery broker of the\n"
+        "distributed profile. Install Debian's redis-server package (apt-get install redis-server).",
         file=sys.stderr,
     )
     sys.exit(2)

@@ -1,4 +1,6 @@
-"""The generated DAG files: one per pipeline, written atomically, holding no logic and no secrets."""
+"""The generated DAG files: one per pipeline, written atomically, holding no logic and no secrets; where
+Airflow reads them (a DagStore): a folder (the dags-folder bundle of `make up`) or an S3 prefix (the S3 DAG
+bundle of the distributed profile)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from service.naming import SENTINEL_DAG_ID
 
@@ -45,7 +47,80 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def ensure_sentinel(dags_dir: Path) -> None:
-    path = dags_dir / "_pipeline_service_sentinel.py"
-    if not path.exists() or path.read_text() != SENTINEL:
-        write_atomic(path, SENTINEL)
+SENTINEL_FILE = "_pipeline_service_sentinel.py"
+
+
+def ensure_sentinel(store: DagStore | Path) -> None:
+    """The sentinel DAG in the bundle (a folder or a store), written when missing or different."""
+    store = FolderStore(store) if isinstance(store, Path) else store
+    if store.read(SENTINEL_FILE) != SENTINEL:
+        store.write(SENTINEL_FILE, SENTINEL)
+
+
+class DagStore(Protocol):
+    """Where the DAG files are published: Airflow's DAG bundle reads them from there."""
+
+    def write(self, file_name: str, text: str) -> None: ...
+
+    def read(self, file_name: str) -> str | None: ...
+
+    def delete(self, file_name: str) -> None: ...
+
+
+class FolderStore:
+    """A folder: the dags-folder bundle (`make up`), or a folder every Airflow host shares."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def write(self, file_name: str, text: str) -> None:
+        write_atomic(self.folder / file_name, text)
+
+    def read(self, file_name: str) -> str | None:
+        path = self.folder / file_name
+        return path.read_text() if path.exists() else None
+
+    def delete(self, file_name: str) -> None:
+        (self.folder / file_name).unlink(missing_ok=True)
+
+
+class S3Store:
+    """Objects under a prefix of an S3 bucket: Airflow's S3DagBundle (amazon provider) downloads them to every
+    dag-processor and worker. An object is replaced whole: readers never see half a file."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "dags",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ):
+        import boto3
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        credentials = {"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region or "us-east-1",
+            **(credentials if access_key_id else {}),
+        )
+
+    def key(self, file_name: str) -> str:
+        return f"{self.prefix}/{file_name}" if self.prefix else file_name
+
+    def write(self, file_name: str, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(file_name), Body=text.encode())
+
+    def read(self, file_name: str) -> str | None:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(file_name))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return str(body.read().decode())
+
+    def delete(self, file_name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(file_name))

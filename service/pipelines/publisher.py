@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -57,11 +58,12 @@ class Publisher:
         self.timetable = timetable
         self.airflow = airflow
         self.sessions = sessions
-        self.dags_dir = Path(settings.dags_dir)
+        self.store = dag_store(settings)
         self.on_published: Callable[[], None] = lambda: None
 
-    def path_for(self, dag_id: str) -> Path:
-        return self.dags_dir / naming.dag_file_name(dag_id)
+    def read_file(self, dag_id: str) -> str | None:
+        """The DAG file of `dag_id` as published (None: none is)."""
+        return self.store.read(naming.dag_file_name(dag_id))
 
     # -- claiming -----------------------------------------------------------------------------------
     def run_pending(self) -> int:
@@ -148,9 +150,10 @@ class Publisher:
             return
         text = dagfile.render(pipeline_id=pipeline_id, tenant=tenant, config=config)
         written_at = utcnow()
-        dagfile.write_atomic(self.path_for(dag_id), text)
+        self.store.write(naming.dag_file_name(dag_id), text)
         try:
-            status, detail = self._wait_for_airflow(dag_id, written_at, mark)
+            rewrite = partial(self.store.write, naming.dag_file_name(dag_id), text)
+            status, detail = self._wait_for_airflow(dag_id, written_at, mark, rewrite)
             if status == ACTIVE:
                 self.airflow.set_paused(dag_id, False)
         except (AirflowUnavailable, UpstreamError) as exc:
@@ -165,12 +168,20 @@ class Publisher:
         if status == ACTIVE:
             self.on_published()  # queued executions of this pipeline can go now
 
-    def _wait_for_airflow(self, dag_id: str, written_at: datetime, mark: str) -> tuple[str, str | None]:
+    def _wait_for_airflow(
+        self, dag_id: str, written_at: datetime, mark: str, rewrite: Callable[[], None]
+    ) -> tuple[str, str | None]:
         """ACTIVE once Airflow serves the DAG of the file just written (its docs carry `mark`); INVALID with
-        Airflow's import error, or when it does not within the publish timeout."""
+        Airflow's import error, or when it does not within the publish timeout.
+
+        Parses of the previous file for more than STALE_REWRITE_SECONDS: the file is written again. An S3 DAG
+        bundle re-downloads an object only when its size differs or its LastModified (whole seconds) is newer
+        than the local copy: a same-size rewrite within the second the previous one was downloaded is missed
+        until the object changes again."""
         file_name = naming.dag_file_name(dag_id)
         deadline = time.monotonic() + self.settings.publish_timeout_seconds
         next_reparse = 0.0
+        stale_since: float | None = None
         while time.monotonic() < deadline:
             if time.monotonic() >= next_reparse:
                 self._request_parse(dag_id)
@@ -185,6 +196,10 @@ class Publisher:
                 # Parsed after the write, but from the file as it was before (the parse began earlier, or
                 # another publish of this DAG wrote in between): ask for another parse now.
                 next_reparse = 0.0
+                stale_since = stale_since or time.monotonic()
+                if time.monotonic() - stale_since > STALE_REWRITE_SECONDS:
+                    rewrite()
+                    stale_since = None
             time.sleep(0.25)
         return INVALID, f"Airflow did not load the DAG within {self.settings.publish_timeout_seconds:.0f} s"
 
@@ -204,7 +219,7 @@ class Publisher:
 
     # -- removal ------------------------------------------------------------------------------------
     def remove(self, dag_id: str) -> None:
-        self.path_for(dag_id).unlink(missing_ok=True)
+        self.store.delete(naming.dag_file_name(dag_id))
         try:
             self.airflow.delete_dag(dag_id)
         except ServiceError as exc:
@@ -213,6 +228,21 @@ class Publisher:
 
 
 PUBLISHED_MARK = "published:"
+STALE_REWRITE_SECONDS = 2.0
+
+
+def dag_store(settings: Settings) -> dagfile.DagStore:
+    """Where the DAG files go: the S3 DAG bundle's prefix when configured, else the DAGs folder."""
+    if not settings.dag_bundle_s3_bucket:
+        return dagfile.FolderStore(Path(settings.dags_dir))
+    return dagfile.S3Store(
+        settings.dag_bundle_s3_bucket,
+        settings.dag_bundle_s3_prefix,
+        endpoint_url=settings.dag_bundle_s3_endpoint_url,
+        region=settings.dag_bundle_s3_region,
+        access_key_id=settings.dag_bundle_s3_access_key_id,
+        secret_access_key=settings.dag_bundle_s3_secret_access_key,
+    )
 
 
 def _dag_doc(pipeline: Pipeline, mark: str) -> str:

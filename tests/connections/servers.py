@@ -64,12 +64,21 @@ class ScramCluster:
                 _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
                 f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8",
             )  # fmt: skip
-            options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c ssl=off -c fsync=off"
-            cluster._run(_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start")
+            cluster.resume()
         except BaseException:
             cluster.stop()
             raise
         return cluster
+
+    def resume(self) -> None:
+        """Start the server (again, after halt())."""
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c ssl=off -c fsync=off"
+        data, log = str(self.directory / "data"), str(self.directory / "log")
+        self._run(_pg_bin("pg_ctl"), "-D", data, "-o", options, "-l", log, "-w", "start")
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut), keeping its data for resume()."""
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
 
     def _run(self, *cmd: str) -> None:
         done = subprocess.run([*self._as_postgres, *cmd], capture_output=True, text=True, timeout=120)

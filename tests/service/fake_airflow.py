@@ -85,6 +85,10 @@ class FakeAirflow:
         # DAG ids whose next parse reads the file as it was before the last write (a parse that began
         # before the service wrote it): parsed again, yet still serving the older revision.
         self.stale_parse: set[str] = set()
+        # DAG ids whose next change of file is missed (as an S3 DAG bundle misses a same-size object rewritten
+        # within the second its local copy was downloaded): served as before until the file is written again.
+        self.missed_write: set[str] = set()
+        self._missed_mtime: dict[str, int] = {}
         self.parsed_files: dict[str, dict[str, Any]] = {}  # DAG id -> the config of the file it serves
         self.dags: dict[str, dict[str, Any]] = {}
         self.dag_tasks: dict[str, list[str]] = {}
@@ -211,6 +215,12 @@ class FakeAirflow:
             if config["dag_id"] in self.stale_parse and config["dag_id"] in self.parsed_files:
                 self.stale_parse.discard(config["dag_id"])
                 config = self.parsed_files[config["dag_id"]]
+            if config["dag_id"] in self.missed_write and config["dag_id"] in self.parsed_files:
+                missed = self._missed_mtime.setdefault(config["dag_id"], path.stat().st_mtime_ns)
+                if path.stat().st_mtime_ns == missed:
+                    config = self.parsed_files[config["dag_id"]]
+                else:
+                    self.missed_write.discard(config["dag_id"])
             self.parsed_files[config["dag_id"]] = config
             self._add_dag(config["dag_id"], path, task_ids(config["definition"]), config.get("doc"))
 

@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service import naming
 from service.auth import mint_token
 from service.config import Settings
 from service.workers import connections_step, dispatch_step
@@ -138,4 +139,4 @@ class Service:
         connections_step(state.sessions, state.airflow, state.vault, state.secrets)
 
     def dag_file(self, dag_id: str) -> Path:
-        return Path(self.app.state.publisher.path_for(dag_id))
+        return Path(self.app.state.publisher.store.folder) / naming.dag_file_name(dag_id)

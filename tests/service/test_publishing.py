@@ -98,6 +98,21 @@ def test_active_only_once_airflow_serves_the_file_just_written(svc: Service, acm
     assert "revision 2" in svc.fake.dags[dag_id]["doc_md"] and svc.fake.dags[dag_id]["doc_md"] != before
 
 
+def test_a_change_the_bundle_missed_is_written_again(svc: Service, acme: Api, active: dict[str, Any]) -> None:
+    """An S3 DAG bundle re-downloads an object only if its size or whole-second LastModified says it changed:
+    a rewrite can go unseen. Parses keep serving the previous file; the publisher writes the file again."""
+    dag_id = active["dagId"]
+    svc.fake.missed_write.add(dag_id)
+    changed = example(version="1.1.0")
+    changed["description"] = "rewritten"
+    acme.put(f"/v1/pipelines/{active['pipelineId']}", json=changed)
+    svc.publish()
+
+    assert acme.pipeline(active["pipelineId"])["status"] == "ACTIVE"
+    assert dag_id not in svc.fake.missed_write  # the second write was seen
+    assert "revision 2" in svc.fake.dags[dag_id]["doc_md"]
+
+
 def test_the_dag_docs_say_where_the_pipeline_comes_from(svc: Service, acme: Api, active: dict[str, Any]) -> None:
     config = read_config(svc.dag_file(active["dagId"]))
     assert config["doc"].startswith(active["description"])
