@@ -86,13 +86,19 @@ class S3Bucket:
 class Distributed:
     """The CeleryExecutor: `broker_url` (redis://...), PostgreSQL as result backend (Airflow's own database,
     which must then be PostgreSQL), one worker process per name, each serving its live logs on its own port
-    from `log_port` on; with `s3`, the S3 DAG bundle and remote logs."""
+    (log_port_of); with `s3`, the S3 DAG bundle and remote logs."""
 
     broker_url: str
     workers: tuple[str, ...] = ("worker-1", "worker-2")
     log_port: int = 8793
     concurrency: int = 4
     s3: S3Bucket | None = None
+
+    def log_port_of(self, name: str) -> int:
+        """The first worker's is `log_port` (the port Airflow's api-server asks for live logs); the others' come
+        after the triggerer's (`log_port` + 1)."""
+        index = self.workers.index(name)
+        return self.log_port if index == 0 else self.log_port + 1 + index
 
 
 def _persisted(path: Path, make: Callable[[], str]) -> str:
@@ -147,7 +153,7 @@ class AirflowStack:
         if name == "api-server":
             return ["airflow", name, "--port", str(self.port)]
         if self.distributed is not None and name in self.distributed.workers:
-            # The hostname Celery and Airflow know the worker by (TI.hostname): distinct on one machine.
+            # The name Celery knows the worker by (distinct on one machine); Airflow's TI.hostname stays the host's.
             concurrency = str(self.distributed.concurrency)
             return ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", concurrency]
         return ["airflow", name]
@@ -155,8 +161,7 @@ class AirflowStack:
     def _component_env(self, name: str, env: dict[str, str]) -> dict[str, str]:
         if self.distributed is None or name not in self.distributed.workers:
             return env
-        port = self.distributed.log_port + self.distributed.workers.index(name)
-        return {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port)}
+        return {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.distributed.log_port_of(name))}
 
     def _s3_env(self, s3: S3Bucket) -> dict[str, str]:
         bundle = {
@@ -242,7 +247,7 @@ class AirflowStack:
             allowed = os.environ.get("PIPELINE_ALLOWED_NETWORKS", "")
         logs = [8793, 8794]  # the log servers: a worker's (the local profile's), the triggerer's
         if self.distributed is not None:
-            logs += [self.distributed.log_port + i for i in range(len(self.distributed.workers))]
+            logs += [self.distributed.log_port_of(name) for name in self.distributed.workers]
         own = [f"127.0.0.1:{self.port}", *(f"*:{port}" for port in sorted(set(logs))), *self.denied_endpoints]
         configured = os.environ.get("PIPELINE_DENIED_ENDPOINTS", "")
         denied = ",".join(e for e in [configured, *own] if e)

@@ -451,3 +451,22 @@ def test_the_stack_gives_airflow_the_policy_with_its_own_endpoints(tmp_path: Pat
     for port in (18080, 18000, 8793, 8794):
         assert refused(worker, "127.0.0.1", port) == "an endpoint of the service or of Airflow itself"
     assert refused(worker, "127.0.0.1", 5432) is None
+
+
+def test_the_distributed_profile_s_workers_log_ports_are_their_own_and_denied(tmp_path: Path) -> None:
+    from service.stack import AirflowStack, Distributed
+
+    workers = ("worker-1", "worker-2", "worker-3")
+    stack = AirflowStack(
+        tmp_path,
+        18080,
+        tmp_path / "dags",
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow",
+        allowed_networks=LOOPBACK_NETWORKS,
+        distributed=Distributed(broker_url="redis://127.0.0.1:6379/0", workers=workers),
+    )
+    ports = [stack._component_env(w, {})["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] for w in workers]
+    assert ports == ["8793", "8795", "8796"]  # 8794 is the triggerer's
+    assert stack.env()["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    denied = set(stack.network_policy_env()[DENIED_ENV].split(","))
+    assert {"*:8793", "*:8794", "*:8795", "*:8796"} <= denied
