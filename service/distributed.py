@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -99,12 +100,20 @@ class Profile:
                 self.data_dir / "airflow" / "dags-unused",  # the DAG files come from the S3 bundle
                 pg_url(self.pg_admin_url, self.airflow_database).replace("postgresql://", "postgresql+psycopg2://"),
                 allowed_networks=os.environ.get("PIPELINE_ALLOWED_NETWORKS") or "127.0.0.0/8,::1/128",
-                denied_endpoints=tuple(f"127.0.0.1:{port}" for port in (*self.service_ports, self.s3_port)),
+                denied_endpoints=self.own_endpoints(),
                 lineage_url=self.service_url(0),
                 lineage_api_key=self._service_settings_value("openlineage"),
                 distributed=Distributed(broker_url=self.broker_url, s3=self.s3()),
             )
         return self.stack
+
+    def own_endpoints(self) -> tuple[str, ...]:
+        """What no tenant may reach (the network policy of the replicas and of the tasks): every replica, the
+        bucket holding all tenants' DAG files and logs, the Celery broker (a message there runs a task), Airflow."""
+        broker = urlsplit(self.broker_url)
+        broker_port = broker.port or (5672 if broker.scheme.startswith("amqp") else 6379)
+        ports = (*self.service_ports, self.s3_port, self.airflow_port)
+        return (*(f"127.0.0.1:{port}" for port in ports), f"{broker.hostname or '127.0.0.1'}:{broker_port}")
 
     def _service_settings_value(self, what: str) -> str:
         """A secret the replicas share through the data dir (generated there on first use)."""
@@ -124,6 +133,9 @@ class Profile:
             "PIPELINE_PORT": str(self.service_ports[index]),
             "PIPELINE_AIRFLOW_URL": self.airflow().url,
             "PIPELINE_ALLOWED_NETWORKS": os.environ.get("PIPELINE_ALLOWED_NETWORKS") or "127.0.0.0/8,::1/128",
+            "PIPELINE_DENIED_ENDPOINTS": ",".join(
+                e for e in (os.environ.get("PIPELINE_DENIED_ENDPOINTS", ""), *self.own_endpoints()) if e
+            ),
             "PIPELINE_DAG_BUNDLE_S3_BUCKET": s3.bucket,
             "PIPELINE_DAG_BUNDLE_S3_PREFIX": s3.dags_prefix,
             "PIPELINE_DAG_BUNDLE_S3_ENDPOINT_URL": self.s3_url,

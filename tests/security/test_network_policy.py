@@ -470,3 +470,16 @@ def test_the_distributed_profile_s_workers_log_ports_are_their_own_and_denied(tm
     assert stack.env()["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     denied = set(stack.network_policy_env()[DENIED_ENV].split(","))
     assert {"*:8793", "*:8794", "*:8795", "*:8796"} <= denied
+
+
+def test_the_distributed_profile_denies_its_replicas_bucket_broker_and_airflow_to_tenants(tmp_path: Path) -> None:
+    from service.distributed import Profile
+
+    profile = Profile(tmp_path, service_ports=(18000, 18001), s3_port=19000, airflow_port=18080,
+                      broker_url="redis://127.0.0.1:16379/0")  # fmt: skip
+    replica = profile.service_env(1)["PIPELINE_DENIED_ENDPOINTS"].split(",")
+    policy = build_policy("127.0.0.0/8", replica)
+    for port in (18000, 18001, 19000, 18080, 16379):
+        assert refused(policy, "127.0.0.1", port) == "an endpoint of the service or of Airflow itself"
+    assert refused(policy, "127.0.0.1", 5432) is None  # the tour's databases stay reachable
+    assert set(profile.airflow().network_policy_env()[DENIED_ENV].split(",")) >= set(replica)
