@@ -61,10 +61,6 @@ class Publisher:
         self.store = dag_store(settings)
         self.on_published: Callable[[], None] = lambda: None
 
-    def read_file(self, dag_id: str) -> str | None:
-        """The DAG file of `dag_id` as published (None: none is)."""
-        return self.store.read(naming.dag_file_name(dag_id))
-
     # -- claiming -----------------------------------------------------------------------------------
     def run_pending(self) -> int:
         """Publish every pipeline waiting for it; returns how many were attempted."""
