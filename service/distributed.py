@@ -102,7 +102,7 @@ class Profile:
                 allowed_networks=os.environ.get("PIPELINE_ALLOWED_NETWORKS") or "127.0.0.0/8,::1/128",
                 denied_endpoints=self.own_endpoints(),
                 lineage_url=self.service_url(0),
-                lineage_api_key=self._service_settings_value("openlineage"),
+                lineage_api_key=self.settings().resolved_openlineage_api_key(),
                 distributed=Distributed(broker_url=self.broker_url, s3=self.s3()),
             )
         return self.stack
@@ -115,13 +115,12 @@ class Profile:
         ports = (*self.service_ports, self.s3_port, self.airflow_port)
         return (*(f"127.0.0.1:{port}" for port in ports), f"{broker.hostname or '127.0.0.1'}:{broker_port}")
 
-    def _service_settings_value(self, what: str) -> str:
-        """A secret the replicas share through the data dir (generated there on first use)."""
-        settings = Settings(data_dir=self.data_dir)
-        return settings.resolved_openlineage_api_key() if what == "openlineage" else settings.resolved_jwt_secret()
+    def settings(self) -> Settings:
+        """The replicas' settings as far as the data dir holds them (secrets generated there on first use)."""
+        return Settings(data_dir=self.data_dir)
 
     def token(self, tenant: str, roles: tuple[str, ...] = ("admin",), subject: str = "tester") -> str:
-        return mint_token(self._service_settings_value("jwt"), tenant=tenant, roles=list(roles), subject=subject)
+        return mint_token(self.settings().resolved_jwt_secret(), tenant=tenant, roles=list(roles), subject=subject)
 
     def service_env(self, index: int) -> dict[str, str]:
         s3 = self.s3()

@@ -232,18 +232,29 @@ def rebuild_block(session: Session, tenant_id: str, start: date, days: int) -> N
 def _blocks_to_build(session: Session, built: set[tuple[str, date]], new_days: list[date], sealed: date) -> set[Any]:
     """(tenant, start, days) of the blocks to rebuild after the days `built` were: every complete block holding
     one of them, and every block that `new_days` completed, for each tenant with a day in it."""
-    blocks: set[tuple[str, date, int]] = set()
+    completed = [
+        (block_start(day, days), days)
+        for day in new_days
+        for days in BLOCKS[1:]
+        if block_start(day, days) + timedelta(days=days - 1) == day
+    ]
+    rolled: set[tuple[str, date]] = set()  # (tenant, day) of every day row the completed blocks hold: one query
+    if completed:
+        first = min(start for start, _ in completed)
+        in_blocks = select(MetricsDay.tenant_id, MetricsDay.day).distinct()
+        where = (MetricsDay.days == 1, MetricsDay.day >= first, MetricsDay.day <= max(new_days))
+        rolled = set(session.execute(in_blocks.where(*where)).tuples())
+    blocks = {
+        (tenant, start, days)
+        for start, days in completed
+        for tenant, day in rolled
+        if start <= day < start + timedelta(days=days)
+    }
     for days in BLOCKS[1:]:
         for tenant, day in built:
             start = block_start(day, days)
             if start + timedelta(days=days - 1) <= sealed:
                 blocks.add((tenant, start, days))
-        for day in new_days:
-            start = block_start(day, days)
-            if start + timedelta(days=days - 1) == day:
-                in_block = select(MetricsDay.tenant_id).distinct()
-                in_block = in_block.where(MetricsDay.days == 1, MetricsDay.day >= start, MetricsDay.day <= day)
-                blocks |= {(tenant, start, days) for tenant in session.scalars(in_block)}
     return blocks
 
 
